@@ -1,0 +1,239 @@
+"""Descriptors: turning the objects users hold (sockets, streams, listeners, fds) into a
+:class:`Desc` -- an fd plus the events wanted from it.
+
+A Desc *refers* to the connection's own fd. It never duplicates it (at 10k connections a
+second fd each would double the process's fd budget) and does not own it: stopping the
+registration is the user's job, and must come before closing the connection.
+
+Extracting the fd is duck-typed so that this module imports neither trio nor anyio (the
+low-level layer must work with plain threads). An anyio object can only exist if anyio is
+already imported, so we look its typed attributes up through ``sys.modules`` rather than
+importing anyio ourselves.
+
+This module imports only ``_flags`` and ``_errors``.
+"""
+
+from __future__ import annotations
+
+import os
+import reprlib
+import socket
+import sys
+
+from ._errors import NotFilerError, kernel_error
+from ._flags import Event
+
+__all__ = [
+    "CONFIG_BITS",
+    "Desc",
+    "fileno_of",
+    "handle",
+    "handle_listener",
+    "handle_read",
+    "handle_read_once",
+    "handle_read_write",
+    "handle_write",
+    "handle_write_once",
+    "new_desc",
+    "set_non_blocking",
+]
+
+#: The only bits a Desc's event may hold: what to watch, and how.
+CONFIG_BITS = Event.READ | Event.WRITE | Event.ONE_SHOT | Event.EDGE_TRIGGERED
+_FD_MAX = 2**31 - 1  # an fd is a C int
+_short_repr = reprlib.Repr()
+_short_repr.maxstring = 60
+_short_repr.maxother = 60
+
+
+def _not_filer(conn: object, why: str) -> NotFilerError:
+    return NotFilerError(f"{NotFilerError.default_message} from {_short_repr.repr(conn)}: {why}")
+
+
+def _check_fd(fd: object, source: object) -> int:
+    """Validate ``fd`` (obtained from ``source``) as a plausible file descriptor number."""
+    if isinstance(fd, bool) or not isinstance(fd, int):
+        raise _not_filer(source, f"expected an int file descriptor, got {type(fd).__name__}")
+    if fd < 0:
+        hint = " (is it closed?)" if fd == -1 and fd is not source else ""
+        raise _not_filer(source, f"file descriptor {fd} is negative{hint}")
+    if fd > _FD_MAX:
+        raise _not_filer(source, f"file descriptor {fd} is larger than any fd can be")
+    return fd
+
+
+def fileno_of(conn: object) -> int:
+    """Return the fd behind ``conn`` without duplicating it.
+
+    Accepted: an ``int`` fd; anything with ``fileno()`` (stdlib and trio sockets, files);
+    anything with a ``.socket`` that has ``fileno()`` (``trio.SocketStream``,
+    ``trio.SocketListener``); an anyio stream or listener exposing
+    ``SocketAttribute.raw_socket`` (TLS and buffered wrappers included); an anyio
+    ``MultiListener`` holding exactly one listener.
+
+    Raises:
+        NotFilerError: for anything else, naming what was passed and why it was refused.
+    """
+    if isinstance(conn, int) and not isinstance(conn, bool):
+        return _check_fd(conn, conn)
+    fileno = getattr(conn, "fileno", None)
+    if callable(fileno):
+        try:
+            fd = fileno()
+        except Exception as exc:
+            raise _not_filer(conn, f"its fileno() raised {exc!r}") from exc
+        return _check_fd(fd, conn)
+    inner = getattr(conn, "socket", None)
+    if inner is not None and callable(getattr(inner, "fileno", None)):
+        return fileno_of(inner)
+    # Before the typed attributes: an anyio MultiListener merges its children's, so it would
+    # answer raw_socket with its first listener's socket and hide the others.
+    listeners = getattr(conn, "listeners", None)
+    if isinstance(listeners, (list, tuple)):
+        if len(listeners) == 1:
+            return fileno_of(listeners[0])
+        raise _not_filer(
+            conn,
+            f"it holds {len(listeners)} listeners and a Desc is one fd; "
+            "make one Desc per listener",
+        )
+    raw = _anyio_raw_socket(conn)
+    if raw is not None:
+        return fileno_of(raw)
+    raise _not_filer(
+        conn,
+        f"{type(conn).__name__} is not an int fd, has no fileno(), and is not a "
+        "trio or anyio socket stream or listener",
+    )
+
+
+def _anyio_raw_socket(conn: object) -> object | None:
+    anyio = sys.modules.get("anyio")
+    extra = getattr(conn, "extra", None)
+    if anyio is None or not callable(extra):
+        return None
+    try:
+        raw_socket = anyio.abc.SocketAttribute.raw_socket
+        return extra(raw_socket, None)  # type: ignore[no-any-return]
+    except Exception:
+        return None
+
+
+def _check_event(event: object) -> Event:
+    if isinstance(event, bool) or not isinstance(event, int):
+        raise TypeError(f"Desc event must be an Event, got {_short_repr.repr(event)}")
+    value = Event(int(event))
+    extra = value & ~CONFIG_BITS
+    if extra:
+        raise ValueError(
+            f"a Desc's event may hold only READ, WRITE, ONE_SHOT and EDGE_TRIGGERED; "
+            f"{value} also holds {Event(extra)}"
+        )
+    return value
+
+
+def set_non_blocking(fd: int) -> None:
+    """Put ``fd`` in non-blocking mode, or raise an OSError that names it."""
+    try:
+        os.set_blocking(fd, False)
+    except OSError as err:
+        raise kernel_error(err, fd, "setting it non-blocking") from None
+
+
+class Desc:
+    """A connection's fd and the events wanted from it; what pollers register.
+
+    A Desc neither duplicates nor owns the fd: stop its registration before closing the
+    connection. Two Descs for one fd are distinct; registering the second while the first
+    is registered raises :class:`~netpoll_trio.RegisteredError`.
+
+    Args:
+        fd: the file descriptor, a non-negative ``int``.
+        event: a combination of ``READ``, ``WRITE``, ``ONE_SHOT`` and ``EDGE_TRIGGERED``.
+            With neither ``READ`` nor ``WRITE`` (allowed, as in Go) only ``HUP`` and
+            ``ERR`` are ever reported.
+
+    Raises:
+        NotFilerError: ``fd`` is not a non-negative int.
+        ValueError: ``event`` holds any other bit; the message names it.
+        TypeError: ``event`` is not an int flag.
+    """
+
+    __slots__ = ("__weakref__", "_event", "_fd")
+
+    def __init__(self, fd: int, event: Event) -> None:
+        self._fd = _check_fd(fd, fd)
+        self._event = _check_event(event)
+
+    def fileno(self) -> int:
+        """Return the file descriptor this Desc refers to."""
+        return self._fd
+
+    @property
+    def event(self) -> Event:
+        """The configured events (``READ``, ``WRITE``, ``ONE_SHOT``, ``EDGE_TRIGGERED``)."""
+        return self._event
+
+    def __repr__(self) -> str:
+        return f"<Desc fd={self._fd} event={self._event}>"
+
+
+def new_desc(fd: int, event: Event) -> Desc:
+    """Create a :class:`Desc` for a raw fd (Go's ``NewDesc``); the fd is not touched."""
+    return Desc(fd, event)
+
+
+def handle(conn: object, event: Event) -> Desc:
+    """Create a :class:`Desc` for a connection and make its fd non-blocking (Go's ``Handle``).
+
+    Args:
+        conn: an int fd, anything with ``fileno()``, a ``trio.SocketStream`` or
+            ``trio.SocketListener``, or an anyio socket stream or listener.
+        event: see :class:`Desc`.
+
+    Raises:
+        NotFilerError: ``conn`` does not lead to a file descriptor (the message says why).
+        ValueError: ``event`` holds bits other than the four configuration bits.
+        OSError: the fd could not be made non-blocking (EBADF for a closed fd, ...).
+    """
+    event = _check_event(event)
+    desc = Desc(fileno_of(conn), event)
+    if isinstance(conn, socket.socket):
+        conn.setblocking(False)  # keeps Python's view of the socket in step with the fd
+    else:
+        set_non_blocking(desc.fileno())
+    return desc
+
+
+def handle_read(conn: object) -> Desc:
+    """``handle(conn, READ | EDGE_TRIGGERED)``."""
+    return handle(conn, Event.READ | Event.EDGE_TRIGGERED)
+
+
+def handle_read_once(conn: object) -> Desc:
+    """``handle(conn, READ | ONE_SHOT)``."""
+    return handle(conn, Event.READ | Event.ONE_SHOT)
+
+
+def handle_write(conn: object) -> Desc:
+    """``handle(conn, WRITE | EDGE_TRIGGERED)``."""
+    return handle(conn, Event.WRITE | Event.EDGE_TRIGGERED)
+
+
+def handle_write_once(conn: object) -> Desc:
+    """``handle(conn, WRITE | ONE_SHOT)``."""
+    return handle(conn, Event.WRITE | Event.ONE_SHOT)
+
+
+def handle_read_write(conn: object) -> Desc:
+    """``handle(conn, READ | WRITE | EDGE_TRIGGERED)``."""
+    return handle(conn, Event.READ | Event.WRITE | Event.EDGE_TRIGGERED)
+
+
+def handle_listener(listener: object, event: Event) -> Desc:
+    """Create a :class:`Desc` for a listening socket (Go's ``HandleListener``).
+
+    Accepts the same objects as :func:`handle`, including an anyio ``MultiListener`` that
+    holds exactly one listener.
+    """
+    return handle(listener, event)

@@ -1,0 +1,183 @@
+"""The wait thread: one epoll instance, one wake-up eventfd, one thread blocked in epoll_wait.
+
+Both the low-level :class:`~netpoll_trio.Epoll` and the async :class:`~netpoll_trio.Poller`
+own a :class:`WaitThread`; they differ only in what they do with a batch (``on_batch``):
+the Epoll runs callbacks right there on this thread, the Poller hands the batch over to its
+event loop.
+
+Design notes
+------------
+* ``epoll_wait`` is called with no timeout: an idle poller wakes zero times per second. The
+  only way to make the thread return without I/O is the eventfd registered at creation,
+  which is written exactly once, when stopping. We never read it back, so once written it
+  stays readable and every later wait returns at once: a stop cannot be missed even if it
+  is requested between the "stopping?" check and the next ``epoll_wait``.
+* A batch that arrives together with the wake-up record is not delivered: stopping means
+  closing, and closing delivers EPOLLCLOSED to every registration instead. So no record is
+  ever silently dropped (the Go package's wait loop returned early and dropped the rest of
+  the batch without telling anyone).
+* The events buffer starts at 1024 records and doubles, up to 32768, whenever a wait fills
+  it: a burst on many connections is drained in few wake-ups, and an idle poller with few
+  connections keeps a small buffer. ``maxevents`` is always passed explicitly because
+  CPython's default is FD_SETSIZE - 1.
+* Temporary errors (EINTR, EAGAIN, EMFILE, ENFILE, ETIMEDOUT) are retried; EINTR at once,
+  the others after a millisecond so that an error that persists cannot spin a core. Any
+  other error ends the loop and is handed to ``on_exit``: the owner then closes itself, so
+  the instance is never half-alive.
+* If the wake-up write fails, a second, independent wake-up is used: the write end of a
+  fresh pipe is registered for EPOLLOUT, which is ready at once. Both ends are closed with
+  the rest, so a failed wake-up neither hangs ``close()`` nor leaks an fd.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import threading
+import time
+from collections.abc import Callable
+
+from ._syscalls import TEMPORARY_ERRNOS, Syscalls, create_epoll, create_wake_fd
+
+__all__ = ["INITIAL_EVENTS", "MAX_EVENTS", "WaitThread"]
+
+INITIAL_EVENTS = 1024
+MAX_EVENTS = 32768
+_RETRY_PAUSE = 0.001
+
+#: ``on_batch(records) -> keep_going``; runs on the wait thread.
+BatchSink = Callable[[list[tuple[int, int]]], bool]
+#: ``on_exit(error)``; runs on the wait thread as its last act. ``error`` is the fatal
+#: wait error (or an exception that escaped ``on_batch``), None after a requested stop.
+ExitHook = Callable[[BaseException | None], None]
+
+
+class WaitThread:
+    """An epoll instance plus the thread that waits on it and feeds batches to a sink.
+
+    Creating it creates the epoll fd and the eventfd (both close-on-exec); :meth:`start`
+    starts the thread; :meth:`request_stop`, :meth:`join` and :meth:`close_fds` take it
+    down, in that order. ``wakeups`` counts returns from ``epoll_wait``.
+    """
+
+    def __init__(self, syscalls: Syscalls) -> None:
+        self.syscalls = syscalls
+        self.wakeups = 0
+        self.epoll = create_epoll()
+        try:
+            self.wake_fd = create_wake_fd()
+        except BaseException:
+            self.epoll.close()
+            raise
+        try:
+            self.epoll.register(self.wake_fd, select.EPOLLIN)
+        except BaseException:
+            self.epoll.close()
+            syscalls.close(self.wake_fd)
+            raise
+        self._stopping = False
+        self._pipe: tuple[int, int] | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`request_stop` was called."""
+        return self._stopping
+
+    def start(self, on_batch: BatchSink, on_exit: ExitHook) -> None:
+        """Start the thread, named ``netpoll-wait-<epfd>`` so users can recognise it."""
+        thread = threading.Thread(
+            target=self._run,
+            args=(on_batch, on_exit),
+            name=f"netpoll-wait-{self.epoll.fileno()}",
+            daemon=True,
+        )
+        self._thread = thread
+        thread.start()
+
+    def in_thread(self) -> bool:
+        """True when called from the wait thread itself."""
+        return threading.current_thread() is self._thread
+
+    def request_stop(self) -> None:
+        """Make the thread leave its loop; wake it if it is blocked in ``epoll_wait``.
+
+        Raises:
+            OSError: both the eventfd write and the fallback pipe failed; the thread may
+                then stay blocked until the next I/O event.
+        """
+        if self._stopping:
+            return
+        self._stopping = True
+        try:
+            self.syscalls.wake(self.wake_fd)
+        except OSError:
+            self._wake_by_pipe()
+
+    def _wake_by_pipe(self) -> None:
+        self._pipe = os.pipe2(os.O_CLOEXEC)
+        self.epoll.register(self._pipe[1], select.EPOLLOUT)
+
+    def join(self) -> None:
+        """Wait for the thread to finish (a no-op on the thread itself)."""
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def close_fds(self) -> OSError | None:
+        """Close the eventfd, the fallback pipe and the epoll fd; return the first error.
+
+        Every fd is closed whatever fails: like ``close(2)`` on Linux, a ``Syscalls.close``
+        replacement is expected to release the fd even when it raises, and a failing
+        ``close_epoll`` is followed by a plain ``epoll.close()`` (which is idempotent).
+        """
+        errors: list[OSError] = []
+        fds = [self.wake_fd, *(self._pipe or ())]
+        self._pipe = None
+        for fd in fds:
+            try:
+                self.syscalls.close(fd)
+            except OSError as err:
+                errors.append(err)
+        try:
+            self.syscalls.close_epoll(self.epoll)
+        except OSError as err:
+            errors.append(err)
+        finally:
+            self.epoll.close()
+        return errors[0] if errors else None
+
+    def _run(self, on_batch: BatchSink, on_exit: ExitHook) -> None:
+        error: BaseException | None = None
+        try:
+            error = self._loop(on_batch)
+        except BaseException as exc:  # a bug in on_batch: the owner closes itself
+            error = exc
+        finally:
+            on_exit(error)
+
+    def _loop(self, on_batch: BatchSink) -> OSError | None:
+        wait = self.syscalls.wait
+        epoll = self.epoll
+        maxevents = INITIAL_EVENTS
+        while not self._stopping:
+            try:
+                records = wait(epoll, maxevents)
+            except OSError as err:
+                if self._stopping:
+                    return None
+                if err.errno not in TEMPORARY_ERRNOS:
+                    return err
+                if err.errno != errno.EINTR:
+                    time.sleep(_RETRY_PAUSE)
+                continue
+            self.wakeups += 1
+            if self._stopping:
+                return None
+            if len(records) >= maxevents and maxevents < MAX_EVENTS:
+                maxevents *= 2
+            if records and not on_batch(records):
+                return None
+        return None
+

@@ -1,0 +1,134 @@
+"""Shared fixtures: the backend matrix, hygiene checks, and real-socket helpers.
+
+Async tests are marked explicitly: ``@pytest.mark.anyio`` runs a test under trio, asyncio
+and asyncio+uvloop (the ``anyio_backend`` fixture below); ``@pytest.mark.trio`` runs it
+under pytest-trio. pytest-trio's trio_mode and anyio's auto mode stay off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop is in the test extra on Linux
+    uvloop = None
+else:
+    # libuv opens a process-wide pipe with its first loop and keeps it for the process's
+    # life; open it now, so that the per-test fd check below sees only what a test leaks.
+    _loop = uvloop.new_event_loop()
+    _loop.run_until_complete(asyncio.sleep(0))
+    _loop.close()
+
+_BACKENDS: list[Any] = [
+    pytest.param("trio", id="trio"),
+    pytest.param("asyncio", id="asyncio"),
+]
+if uvloop is not None:
+    _BACKENDS.append(
+        pytest.param(("asyncio", {"loop_factory": uvloop.new_event_loop}), id="uvloop")
+    )
+
+
+@pytest.fixture(params=_BACKENDS)
+def anyio_backend(request: pytest.FixtureRequest) -> Any:
+    """Function-scoped, so each test gets a fresh event loop that is closed after it."""
+    return request.param
+
+
+@pytest.fixture
+def backend_name(anyio_backend: Any) -> str:
+    return anyio_backend if isinstance(anyio_backend, str) else anyio_backend[0]
+
+
+def open_fds() -> set[int]:
+    return {int(fd) for fd in os.listdir("/proc/self/fd")}
+
+
+def describe_fds(fds: set[int]) -> dict[int, str]:
+    out = {}
+    for fd in fds:
+        try:
+            out[fd] = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            out[fd] = "?"
+    return out
+
+
+def netpoll_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("netpoll-wait-")]
+
+
+@pytest.fixture(autouse=True)
+def hygiene(anyio_backend_hygiene: None) -> Iterator[None]:
+    """Fail any test that leaves a netpoll wait thread or a new fd behind."""
+    gc.collect()
+    before = open_fds()
+    yield
+    gc.collect()
+    leaked_threads = netpoll_threads()
+    assert not leaked_threads, f"wait threads outlived the test: {leaked_threads}"
+    leaked = open_fds() - before
+    assert not leaked, f"fds outlived the test: {describe_fds(leaked)}"
+
+
+@pytest.fixture
+def anyio_backend_hygiene() -> None:
+    """Ordering hook: requested first by ``hygiene`` so it is set up before anything else."""
+
+
+@pytest.fixture
+def sockpair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """A connected AF_UNIX stream pair, closed after the test."""
+    a, b = socket.socketpair()
+    yield a, b
+    a.close()
+    b.close()
+
+
+@pytest.fixture
+def make_pair() -> Iterator[Any]:
+    """Factory of connected AF_UNIX stream pairs, all closed after the test."""
+    made: list[socket.socket] = []
+
+    def make() -> tuple[socket.socket, socket.socket]:
+        a, b = socket.socketpair()
+        made.extend((a, b))
+        return a, b
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def drain(sock: socket.socket) -> bytes:
+    """Read everything available on a non-blocking socket (edge-triggered style)."""
+    chunks = []
+    while True:
+        try:
+            data = sock.recv(65536)
+        except BlockingIOError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    return b"".join(chunks)
+
+
+def fill(sock: socket.socket) -> int:
+    """Write into a non-blocking socket until its buffer is full; return bytes written."""
+    sock.setblocking(False)
+    total = 0
+    while True:
+        try:
+            total += sock.send(b"x" * 65536)
+        except BlockingIOError:
+            return total
