@@ -94,8 +94,7 @@ def fileno_of(conn: object) -> int:
             return fileno_of(listeners[0])
         raise _not_filer(
             conn,
-            f"it holds {len(listeners)} listeners and a Desc is one fd; "
-            "make one Desc per listener",
+            f"it holds {len(listeners)} listeners and a Desc is one fd; make one Desc per listener",
         )
     raw = _anyio_raw_socket(conn)
     if raw is not None:

@@ -180,4 +180,3 @@ class WaitThread:
             if records and not on_batch(records):
                 return None
         return None
-

@@ -50,7 +50,15 @@ def backend_name(anyio_backend: Any) -> str:
 
 
 def open_fds() -> set[int]:
-    return {int(fd) for fd in os.listdir("/proc/self/fd")}
+    """The open fds, without the one the listing itself used (closed by the time we look)."""
+    fds = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            os.fstat(int(name))
+        except OSError:
+            continue
+        fds.add(int(name))
+    return fds
 
 
 def describe_fds(fds: set[int]) -> dict[int, str]:

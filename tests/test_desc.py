@@ -27,8 +27,9 @@ HELPERS: list[tuple[Callable[[Any], Desc], Event]] = [
 
 
 @pytest.mark.parametrize(("helper", "event"), HELPERS)
-def test_helper_flags(helper: Callable[[Any], Desc], event: Event,
-                      sockpair: tuple[socket.socket, socket.socket]) -> None:
+def test_helper_flags(
+    helper: Callable[[Any], Desc], event: Event, sockpair: tuple[socket.socket, socket.socket]
+) -> None:
     a, _ = sockpair
     desc = helper(a)
     assert desc.event == event
@@ -48,7 +49,8 @@ def test_new_desc_does_not_touch_the_fd(sockpair: tuple[socket.socket, socket.so
     a, _ = sockpair
     a.setblocking(True)
     desc = np.new_desc(a.fileno(), Event.READ)
-    assert desc.fileno() == a.fileno() and desc.event == Event.READ
+    assert desc.fileno() == a.fileno()
+    assert desc.event == Event.READ
     assert a.getblocking()
 
 
@@ -175,10 +177,18 @@ def test_closed_int_fd_names_the_fd() -> None:
     assert info.value.errno == 9
 
 
-@pytest.mark.parametrize("bad", [Event.HUP, Event.READ | Event.ERR, Event.POLLER_CLOSED,
-                                 Event.READ | Event.READ_HUP | Event.WRITE_HUP])
-def test_event_bits_beyond_configuration_are_refused(bad: Event,
-                                                     sockpair: tuple[socket.socket, socket.socket]) -> None:
+@pytest.mark.parametrize(
+    "bad",
+    [
+        Event.HUP,
+        Event.READ | Event.ERR,
+        Event.POLLER_CLOSED,
+        Event.READ | Event.READ_HUP | Event.WRITE_HUP,
+    ],
+)
+def test_event_bits_beyond_configuration_are_refused(
+    bad: Event, sockpair: tuple[socket.socket, socket.socket]
+) -> None:
     a, _ = sockpair
     extra = bad & ~(Event.READ | Event.WRITE | Event.ONE_SHOT | Event.EDGE_TRIGGERED)
     with pytest.raises(ValueError, match=str(Event(extra)).replace("|", r"\|")):

@@ -49,8 +49,19 @@ def test_exactly_the_go_members() -> None:
     assert set(EpollEvent.__members__) == set(GO_EPOLL_VALUES)
 
 
-@pytest.mark.parametrize("name", ["EPOLLIN", "EPOLLPRI", "EPOLLOUT", "EPOLLERR", "EPOLLHUP",
-                                  "EPOLLRDHUP", "EPOLLONESHOT", "EPOLLET"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "EPOLLIN",
+        "EPOLLPRI",
+        "EPOLLOUT",
+        "EPOLLERR",
+        "EPOLLHUP",
+        "EPOLLRDHUP",
+        "EPOLLONESHOT",
+        "EPOLLET",
+    ],
+)
 def test_epoll_values_match_the_kernel(name: str) -> None:
     assert int(EpollEvent[name]) == getattr(select, name)
 
@@ -60,7 +71,10 @@ TO_EPOLL = [
     (Event.WRITE, EpollEvent.EPOLLOUT),
     (Event.ONE_SHOT, EpollEvent.EPOLLONESHOT),
     (Event.EDGE_TRIGGERED, EpollEvent.EPOLLET),
-    (Event.READ | Event.EDGE_TRIGGERED, EpollEvent.EPOLLIN | EpollEvent.EPOLLRDHUP | EpollEvent.EPOLLET),
+    (
+        Event.READ | Event.EDGE_TRIGGERED,
+        EpollEvent.EPOLLIN | EpollEvent.EPOLLRDHUP | EpollEvent.EPOLLET,
+    ),
     (Event.HUP | Event.ERR | Event.POLLER_CLOSED, EpollEvent(0)),
 ]
 
@@ -79,8 +93,10 @@ FROM_EPOLL = [
     (EpollEvent.EPOLLOUT, Event.WRITE),
     (EpollEvent.EPOLLERR, Event.ERR),
     (EpollEvent.EPOLLCLOSED, Event.POLLER_CLOSED),
-    (EpollEvent.EPOLLIN | EpollEvent.EPOLLHUP | EpollEvent.EPOLLRDHUP,
-     Event.READ | Event.HUP | Event.READ_HUP),
+    (
+        EpollEvent.EPOLLIN | EpollEvent.EPOLLHUP | EpollEvent.EPOLLRDHUP,
+        Event.READ | Event.HUP | Event.READ_HUP,
+    ),
     (EpollEvent.EPOLLPRI | EpollEvent.EPOLLET | EpollEvent.EPOLLONESHOT, Event(0)),
     (EpollEvent.EPOLLIN | EpollEvent.EPOLLCLOSED, Event.POLLER_CLOSED),  # Go: closed is alone
 ]

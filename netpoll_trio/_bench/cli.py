@@ -18,8 +18,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m netpoll_trio",
         description="Demo: readiness events from many socketpairs reach a few worker tasks.",
     )
-    parser.add_argument("--connections", type=int, default=DEFAULT_CONNECTIONS,
-                        help="number of socketpairs (default %(default)s)")
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=DEFAULT_CONNECTIONS,
+        help="number of socketpairs (default %(default)s)",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.connections <= 9000:
         parser.error("--connections must be between 1 and 9000")
@@ -52,9 +56,11 @@ async def demo(connections: int) -> None:
             for _server, client in pairs:
                 client.send(b"hello")
         stats = poller.statistics()
-        print(f"{connections} connections, {received} bytes received by 4 workers; "
-              f"{stats.events_delivered} events in {stats.batches} batches, "
-              f"{stats.wakeups} wake-ups")
+        print(
+            f"{connections} connections, {received} bytes received by 4 workers; "
+            f"{stats.events_delivered} events in {stats.batches} batches, "
+            f"{stats.wakeups} wake-ups"
+        )
     finally:
         for a, b in pairs:
             a.close()
