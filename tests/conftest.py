@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from netpoll_trio import Syscalls
+
 try:
     import uvloop
 except ImportError:  # pragma: no cover - uvloop is in the test extra on Linux
@@ -140,3 +142,23 @@ def fill(sock: socket.socket) -> int:
             total += sock.send(b"x" * 65536)
         except BlockingIOError:
             return total
+
+
+class GatedWait:
+    """A ``Syscalls.wait`` that, when ``gate`` is set, parks the wait thread right after
+    ``epoll_wait`` returned: a batch is then collected but not yet delivered, and the test
+    can act in that window (``collected`` tells it the window is open; ``release`` ends it).
+    """
+
+    def __init__(self) -> None:
+        self.collected = threading.Event()
+        self.release = threading.Event()
+        self.gate = False
+
+    def __call__(self, ep: Any, maxevents: int) -> list[tuple[int, int]]:
+        records = Syscalls().wait(ep, maxevents)
+        if self.gate:
+            self.gate = False
+            self.collected.set()
+            assert self.release.wait(10)
+        return records

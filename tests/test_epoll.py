@@ -21,7 +21,7 @@ import pytest
 import netpoll_trio as np
 from netpoll_trio import ClosedError, Epoll, EpollConfig, EpollEvent, Syscalls
 
-from .conftest import netpoll_threads, open_fds
+from .conftest import GatedWait, netpoll_threads, open_fds
 
 IN = EpollEvent.EPOLLIN
 ET = EpollEvent.EPOLLET
@@ -247,29 +247,11 @@ def test_bug2_readded_fd_does_not_get_the_old_record(make_pair: Any) -> None:
     assert all(ev & EpollEvent.EPOLLIN == 0 for ev in events_of_new)
 
 
-class _GatedWait:
-    """A Syscalls.wait that parks the wait thread after epoll_wait returned, so a test can
-    act while a batch is collected but not delivered."""
-
-    def __init__(self) -> None:
-        self.collected = threading.Event()
-        self.release = threading.Event()
-        self.gate = False
-
-    def __call__(self, ep: Any, maxevents: int) -> list[tuple[int, int]]:
-        records = Syscalls().wait(ep, maxevents)
-        if self.gate:
-            self.gate = False
-            self.collected.set()
-            wait_for(self.release)
-        return records
-
-
 def test_bug3_batch_with_the_close_signal_gets_epollclosed(
     sockpair: tuple[socket.socket, socket.socket],
 ) -> None:
     a, b = sockpair
-    gated = _GatedWait()
+    gated = GatedWait()
     got: list[EpollEvent] = []
     ep = Epoll(EpollConfig(syscalls=Syscalls(wait=gated)))
     ep.add(a.fileno(), IN, got.append)
