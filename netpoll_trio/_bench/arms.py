@@ -1,0 +1,272 @@
+"""The servers under test ("arms"), each serving the same sockets in its own style.
+
+Every arm does the same work per readable connection -- read what is there, answer one
+byte per 16-byte message -- and differs only in how it learns that a connection is
+readable. An arm registers all connections (timed), then for each phase asks the
+:class:`Session` to start it and serves until the control socket turns readable (the
+driver's result), and finally unregisters everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import select
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import trio
+import trio.testing
+
+from .. import Config, Desc, Event, Poller, handle_read
+from .session import Session
+
+__all__ = ["ARMS", "Arm"]
+
+
+def answer(sock: socket.socket) -> None:
+    """Read until EAGAIN (edge-triggered style) and answer every message."""
+    recv = sock.recv
+    while True:
+        try:
+            data = recv(65536)
+        except BlockingIOError:
+            return
+        if not data:
+            return
+        sock.send(b"r" * (len(data) >> 4))
+
+
+def answer_once(sock: socket.socket) -> None:
+    """One read (level-triggered style: we will be told again if more is there)."""
+    try:
+        data = sock.recv(65536)
+    except BlockingIOError:
+        return
+    if data:
+        sock.send(b"r" * (len(data) >> 4))
+
+
+# ----------------------------------------------------------------- baselines
+
+
+def raw_epoll(conns: list[socket.socket], session: Session) -> None:
+    """The Python ceiling: one select.epoll, edge-triggered, no event loop at all."""
+    ep = select.epoll()
+    try:
+        by_fd = {}
+        session.registering()
+        for sock in conns:
+            by_fd[sock.fileno()] = sock
+            ep.register(sock.fileno(), select.EPOLLIN | select.EPOLLET)
+        session.registered()
+        control = session.control.fileno()
+        ep.register(control, select.EPOLLIN)
+        poll = ep.poll
+        while session.next_phase():
+            serving = True
+            while serving:
+                for fd, _ in poll(-1, 4096):
+                    if fd == control:
+                        session.finish_phase()
+                        serving = False
+                    else:
+                        answer(by_fd[fd])
+    finally:
+        ep.close()
+
+
+async def _trio_tasks(conns: list[socket.socket], session: Session) -> None:
+    async def serve(sock: socket.socket) -> None:
+        wait_readable = trio.lowlevel.wait_readable
+        while True:
+            await wait_readable(sock)
+            answer_once(sock)
+
+    async with trio.open_nursery() as nursery:
+        session.registering()
+        for sock in conns:
+            nursery.start_soon(serve, sock)
+        await trio.testing.wait_all_tasks_blocked()
+        session.registered()
+        while session.next_phase():
+            await trio.lowlevel.wait_readable(session.control)
+            session.finish_phase()
+        nursery.cancel_scope.cancel()
+
+
+def trio_tasks(conns: list[socket.socket], session: Session) -> None:
+    """trio, one task per connection parked in ``trio.lowlevel.wait_readable``."""
+    trio.run(_trio_tasks, conns, session)
+
+
+async def _add_reader(conns: list[socket.socket], session: Session) -> None:
+    loop = asyncio.get_running_loop()
+    session.registering()
+    for sock in conns:
+        loop.add_reader(sock.fileno(), answer_once, sock)
+    session.registered()
+    try:
+        while session.next_phase():
+            done = loop.create_future()
+            loop.add_reader(session.control.fileno(), done.set_result, None)
+            await done
+            loop.remove_reader(session.control.fileno())
+            session.finish_phase()
+    finally:
+        for sock in conns:
+            loop.remove_reader(sock.fileno())
+
+
+def asyncio_add_reader(conns: list[socket.socket], session: Session) -> None:
+    """asyncio's ``loop.add_reader``, a callback per connection."""
+    asyncio.run(_add_reader(conns, session))
+
+
+def uvloop_add_reader(conns: list[socket.socket], session: Session) -> None:
+    """uvloop's ``loop.add_reader``."""
+    import uvloop
+
+    loop = uvloop.new_event_loop()
+    try:
+        loop.run_until_complete(_add_reader(conns, session))
+    finally:
+        loop.close()
+
+
+# ----------------------------------------------------------------- netpoll_trio
+
+
+async def _wait_control(session: Session) -> None:
+    await anyio.wait_readable(session.control)
+
+
+async def _netpoll_callbacks(conns: list[socket.socket], session: Session, config: Config) -> None:
+    async with Poller(config) as poller:
+        session.registering()
+        descs = []
+        for sock in conns:
+            desc = handle_read(sock)
+            poller.start(desc, functools.partial(_on_event, sock))
+            descs.append(desc)
+        session.registered()
+        while session.next_phase():
+            await _wait_control(session)
+            session.finish_phase()
+        session.statistics = poller.statistics()
+        for desc in descs:
+            poller.stop(desc)
+
+
+def _on_event(sock: socket.socket, event: Event) -> None:
+    answer(sock)
+
+
+async def _netpoll_shared(conns: list[socket.socket], session: Session, config: Config) -> None:
+    async with Poller(config) as poller, anyio.create_task_group() as tg:
+        socks: dict[Desc, socket.socket] = {}
+
+        async def worker() -> None:
+            async for desc, _event in poller:
+                sock = socks.get(desc)
+                if sock is not None:
+                    answer(sock)
+
+        for _ in range(8):
+            tg.start_soon(worker)
+        session.registering()
+        for sock in conns:
+            desc = handle_read(sock)
+            socks[desc] = sock
+            poller.start(desc)
+        session.registered()
+        while session.next_phase():
+            await _wait_control(session)
+            session.finish_phase()
+        session.statistics = poller.statistics()
+        for desc in socks:
+            poller.stop(desc)
+        await poller.aclose()
+
+
+async def _netpoll_watch(conns: list[socket.socket], session: Session, config: Config) -> None:
+    async with Poller(config) as poller, anyio.create_task_group() as tg:
+
+        async def serve(sock: socket.socket) -> None:
+            async with poller.watch(handle_read(sock)) as events:
+                async for _event in events:
+                    answer(sock)
+
+        session.registering()
+        for sock in conns:
+            tg.start_soon(serve, sock)
+        await anyio.wait_all_tasks_blocked()
+        session.registered()
+        while session.next_phase():
+            await _wait_control(session)
+            session.finish_phase()
+        session.statistics = poller.statistics()
+        tg.cancel_scope.cancel()
+
+
+def _netpoll(main: Callable[..., Any], backend: str, **options: Any) -> Callable[..., None]:
+    def run(conns: list[socket.socket], session: Session) -> None:
+        config = Config(**options)
+        if backend == "uvloop":
+            import uvloop
+
+            anyio.run(
+                main,
+                conns,
+                session,
+                config,
+                backend="asyncio",
+                backend_options={"loop_factory": uvloop.new_event_loop},
+            )
+        else:
+            anyio.run(main, conns, session, config, backend=backend)
+
+    run.__doc__ = main.__doc__
+    return run
+
+
+@dataclass(frozen=True)
+class Arm:
+    """A named server style."""
+
+    name: str
+    label: str
+    run: Callable[[list[socket.socket], Session], None]
+    baseline: bool = False
+
+
+ARMS: dict[str, Arm] = {
+    arm.name: arm
+    for arm in [
+        Arm("epoll", "raw select.epoll (ET)", raw_epoll, baseline=True),
+        Arm("trio-tasks", "trio task per connection", trio_tasks, baseline=True),
+        Arm("asyncio-reader", "asyncio add_reader", asyncio_add_reader, baseline=True),
+        Arm("uvloop-reader", "uvloop add_reader", uvloop_add_reader, baseline=True),
+        Arm("np-trio-callback", "netpoll trio callback", _netpoll(_netpoll_callbacks, "trio")),
+        Arm("np-trio-shared8", "netpoll trio shared x8", _netpoll(_netpoll_shared, "trio")),
+        Arm("np-trio-watch", "netpoll trio watch/conn", _netpoll(_netpoll_watch, "trio")),
+        Arm(
+            "np-asyncio-callback",
+            "netpoll anyio-asyncio callback",
+            _netpoll(_netpoll_callbacks, "asyncio"),
+        ),
+        Arm(
+            "np-asyncio-shared8",
+            "netpoll anyio-asyncio shared x8",
+            _netpoll(_netpoll_shared, "asyncio"),
+        ),
+        Arm(
+            "np-asyncio-watch",
+            "netpoll anyio-asyncio watch/conn",
+            _netpoll(_netpoll_watch, "asyncio"),
+        ),
+    ]
+}

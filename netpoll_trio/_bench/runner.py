@@ -1,0 +1,193 @@
+"""Runs the arms side by side: same sockets, same driver, interleaved rounds, medians.
+
+For each connection count N: N AF_UNIX socketpairs are made; the peer ends go to a driver
+process (``python -m netpoll_trio._bench.driver``) and are closed here. Then ``runs``
+rounds, each running every arm once (rotating the order so that no arm always runs first
+after a cool machine), and finally a tracemalloc pass per arm with idle connections. All
+numbers of one N come from the same process, sockets and driver, so ratios are honest on a
+noisy machine. Traffic is socketpairs only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import tracemalloc
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .arms import ARMS, Arm
+from .session import Phase, Session
+
+__all__ = ["Settings", "run"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What to run."""
+
+    connections: Sequence[int] = (1000, 9000)
+    arms: Sequence[str] = tuple(ARMS)
+    runs: int = 3
+    seconds: float = 0.6
+    inflight: int = 256
+    burst: int = 64
+    pingpongs: int = 200
+    memory: bool = True
+
+
+Progress = Callable[[str], None]
+
+
+def _phases(settings: Settings) -> list[Phase]:
+    return [
+        Phase(
+            "burst",
+            {
+                "cmd": "burst",
+                "seconds": settings.seconds,
+                "inflight": settings.inflight,
+                "burst": settings.burst,
+            },
+        ),
+        Phase("idle", {"cmd": "pingpong", "count": settings.pingpongs}),
+    ]
+
+
+class _Driver:
+    def __init__(self, peer_fds: list[int]) -> None:
+        self.control, child = socket.socketpair()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "netpoll_trio._bench.driver",
+                str(child.fileno()),
+                *map(str, peer_fds),
+            ],
+            pass_fds=[child.fileno(), *peer_fds],
+        )
+        child.close()
+        ready = self.control.makefile("r").readline()
+        if not ready:
+            raise RuntimeError("the load driver did not start")
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.control.sendall(b'{"cmd": "quit"}\n')
+        self.control.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _run_arm(
+    arm: Arm,
+    conns: list[socket.socket],
+    control: socket.socket,
+    phases: list[Phase],
+    memory: bool = False,
+) -> dict[str, Any]:
+    session = Session(control, phases, memory=memory)
+    if memory:
+        tracemalloc.start()
+    try:
+        arm.run(conns, session)
+    finally:
+        if memory:
+            tracemalloc.stop()
+    stats = session.statistics
+    if stats is not None:
+        session.results["batches"] = stats.batches
+        session.results["wakeups"] = stats.wakeups
+        session.results["events"] = stats.events_delivered
+    return session.results
+
+
+def run_one_size(n: int, settings: Settings, progress: Progress) -> dict[str, Any]:
+    """Run every arm on ``n`` connections; return per-arm lists of run results."""
+    pairs = [socket.socketpair() for _ in range(n)]
+    conns = [a for a, _ in pairs]
+    for sock in conns:
+        sock.setblocking(False)
+    driver = None
+    try:
+        driver = _Driver([b.fileno() for _, b in pairs])
+        for _, b in pairs:
+            b.close()
+        phases = _phases(settings)
+        arms = [ARMS[name] for name in settings.arms]
+        runs: dict[str, list[dict[str, Any]]] = {arm.name: [] for arm in arms}
+        for round_ in range(settings.runs):
+            order = arms[round_ % len(arms) :] + arms[: round_ % len(arms)]
+            for arm in order:
+                progress(f"N={n} run {round_ + 1}/{settings.runs}: {arm.name}")
+                runs[arm.name].append(_run_arm(arm, conns, driver.control, phases))
+        memory: dict[str, dict[str, Any]] = {}
+        if settings.memory:
+            for arm in arms:
+                progress(f"N={n} memory: {arm.name}")
+                memory[arm.name] = _run_arm(arm, conns, driver.control, [], memory=True)
+        return {"runs": runs, "memory": memory}
+    finally:
+        if driver is not None:
+            driver.close()
+        for a, b in pairs:
+            a.close()
+            b.close()
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def summarize(n: int, raw: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Medians per arm of the numbers the report shows."""
+    out: dict[str, dict[str, float]] = {}
+    for name, runs in raw["runs"].items():
+        burst = [r["burst"] for r in runs]
+        idle = [r["idle"] for r in runs]
+        row = {
+            "connections": n,
+            "msgs_per_s": _median([b["messages"] / b["seconds"] for b in burst]),
+            "cpu_us_per_msg": _median(
+                [b["server_cpu_s"] / max(b["messages"], 1) * 1e6 for b in burst]
+            ),
+            "gc_share": _median([b["gc_s"] / b["wall_s"] for b in burst]),
+            "burst_p50_us": _median([b["p50_us"] for b in burst]),
+            "burst_p99_us": _median([b["p99_us"] for b in burst]),
+            "idle_p50_us": _median([i["p50_us"] for i in idle]),
+            "idle_p99_us": _median([i["p99_us"] for i in idle]),
+            "register_us_per_conn": _median([r["register_s"] / n * 1e6 for r in runs]),
+            "unanswered": sum(b["unanswered"] for b in burst) + sum(i["unanswered"] for i in idle),
+        }
+        if runs and "wakeups" in runs[0]:
+            row["events_per_batch"] = _median([r["events"] / max(r["batches"], 1) for r in runs])
+        mem = raw["memory"].get(name)
+        if mem is not None:
+            row["bytes_per_conn"] = mem["memory_bytes"] / n
+        out[name] = row
+    return out
+
+
+def run(settings: Settings, progress: Progress = lambda message: None) -> dict[str, Any]:
+    """Run everything; return ``{"settings": ..., "results": {N: {arm: row}}}``."""
+    results = {}
+    for n in settings.connections:
+        results[str(n)] = summarize(n, run_one_size(n, settings, progress))
+    return {
+        "settings": settings.__dict__
+        | {"connections": list(settings.connections), "arms": list(settings.arms)},
+        "results": results,
+    }
+
+
+def dumps(report: dict[str, Any]) -> str:
+    return json.dumps(report, indent=2, sort_keys=True)
