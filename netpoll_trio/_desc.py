@@ -74,6 +74,9 @@ def fileno_of(conn: object) -> int:
     Raises:
         NotFilerError: for anything else, naming what was passed and why it was refused.
     """
+    if isinstance(conn, socket.socket):  # the common case, first
+        fd = conn.fileno()
+        return fd if fd >= 0 else _check_fd(fd, conn)
     if isinstance(conn, int) and not isinstance(conn, bool):
         return _check_fd(conn, conn)
     fileno = getattr(conn, "fileno", None)
@@ -118,17 +121,22 @@ def _anyio_raw_socket(conn: object) -> object | None:
         return None
 
 
+_CONFIG_VALUE = CONFIG_BITS._value_
+
+
 def _check_event(event: object) -> Event:
-    if isinstance(event, bool) or not isinstance(event, int):
+    if isinstance(event, Event):
+        value = event._value_  # plain int arithmetic: IntFlag operators cost microseconds
+    elif isinstance(event, int) and not isinstance(event, bool):
+        value = event
+    else:
         raise TypeError(f"Desc event must be an Event, got {_short_repr.repr(event)}")
-    value = Event(int(event))
-    extra = value & ~CONFIG_BITS
-    if extra:
+    if value & ~_CONFIG_VALUE:
         raise ValueError(
             f"a Desc's event may hold only READ, WRITE, ONE_SHOT and EDGE_TRIGGERED; "
-            f"{value} also holds {Event(extra)}"
+            f"{Event(value)} also holds {Event(value & ~_CONFIG_VALUE)}"
         )
-    return value
+    return event if isinstance(event, Event) else Event(value)
 
 
 def set_non_blocking(fd: int) -> None:
@@ -158,11 +166,23 @@ class Desc:
         TypeError: ``event`` is not an int flag.
     """
 
-    __slots__ = ("__weakref__", "_event", "_fd")
+    __slots__ = ("_event", "_fd")
 
     def __init__(self, fd: int, event: Event) -> None:
         self._fd = _check_fd(fd, fd)
         self._event = _check_event(event)
+
+    #: True when the fd is known to be non-blocking already (set by handle*()), so that
+    #: registering it can skip a syscall. A class attribute: it costs no memory per Desc.
+    _nonblocking = False
+
+    @staticmethod
+    def _handled(fd: int, event: Event) -> Desc:
+        """A Desc for values validated already, whose fd handle() made non-blocking."""
+        desc = object.__new__(_HandledDesc)
+        desc._fd = fd
+        desc._event = event
+        return desc
 
     def fileno(self) -> int:
         """Return the file descriptor this Desc refers to."""
@@ -175,6 +195,13 @@ class Desc:
 
     def __repr__(self) -> str:
         return f"<Desc fd={self._fd} event={self._event}>"
+
+
+class _HandledDesc(Desc):
+    """A Desc made by handle*(): same behaviour, and its fd is non-blocking already."""
+
+    __slots__ = ()
+    _nonblocking = True
 
 
 def new_desc(fd: int, event: Event) -> Desc:
@@ -196,12 +223,12 @@ def handle(conn: object, event: Event) -> Desc:
         OSError: the fd could not be made non-blocking (EBADF for a closed fd, ...).
     """
     event = _check_event(event)
-    desc = Desc(fileno_of(conn), event)
+    fd = fileno_of(conn)
     if isinstance(conn, socket.socket):
         conn.setblocking(False)  # keeps Python's view of the socket in step with the fd
     else:
-        set_non_blocking(desc.fileno())
-    return desc
+        set_non_blocking(fd)
+    return Desc._handled(fd, event)
 
 
 def handle_read(conn: object) -> Desc:

@@ -19,12 +19,15 @@ Design notes
 * **No event after stop().** ``stop()`` removes the registration from the map and marks it
   inactive; every record is looked up at delivery time, so records collected before the
   stop, still in flight, find nothing. A new registration that reuses the fd number while
-  an old batch is in flight is protected by ``seq``: records are only given to
-  registrations started before their batch was collected (``collected_after``). A start
-  racing with the collection itself can get one spurious event (never a missing one).
+  an old batch is in flight must not get that batch's records either: each registration
+  remembers the wait thread's wake-up count when it started (its ``epoch``), each batch
+  carries the count at which it was collected, and a record only goes to registrations
+  started before its batch. (The counter is one int object shared by every registration
+  started between two batches, so this costs a slot, not an int per registration.) A
+  start racing with the collection itself can get one spurious event, never a lost one.
 * **Level-triggered streams do not spin.** A stream registration that is neither
   edge-triggered nor one-shot is armed one-shot in the kernel and re-armed when its
-  consumer is ready for more (``rearm_on_take``), so a socket that stays readable while
+  consumer is ready for more, so a socket that stays readable while
   its consumer is busy is reported once, not once per wake-up.
 """
 
@@ -41,33 +44,47 @@ if TYPE_CHECKING:
     from ._loop import ParkingLotLike
 
 __all__ = [
+    "DEAD",
+    "QUEUED",
+    "REARM",
     "CallbackRegistration",
     "Dispatcher",
     "Registration",
     "SharedQueue",
     "SharedRegistration",
     "WatchRegistration",
+    "interest_of",
 ]
 
 Callback = Callable[[Event], object]
 _EPOLLCLOSED = int(EpollEvent.EPOLLCLOSED)
+_EPOLLONESHOT = int(EpollEvent.EPOLLONESHOT)
+_ONE_SHOT = int(Event.ONE_SHOT)
+_EDGE_TRIGGERED = int(Event.EDGE_TRIGGERED)
+
+# (event value, armed one-shot?) -> interest mask; shared ints, not one per registration.
+_interest_cache: dict[tuple[int, bool], int] = {}
+
+
+def interest_of(event: Event, oneshot: bool = False) -> int:
+    """The ``epoll_ctl`` mask for a Desc's event (plus EPOLLONESHOT if asked), memoised."""
+    key = (event._value_, oneshot)
+    try:
+        return _interest_cache[key]
+    except KeyError:
+        mask = int(event.to_epoll()) | (_EPOLLONESHOT if oneshot else 0)
+        return _interest_cache.setdefault(key, mask)
 
 
 class Registration:
-    """A started Desc: what the kernel was told, and where its events go."""
+    """A started Desc: what the kernel was told, when, and where its events go."""
 
-    __slots__ = ("active", "desc", "fd", "interest", "rearm_on_take", "seq")
+    __slots__ = ("desc", "epoch", "interest")
 
-    def __init__(self, desc: Desc, seq: int, rearm_on_take: bool) -> None:
+    def __init__(self, desc: Desc, epoch: int, interest: int) -> None:
         self.desc = desc
-        self.fd = desc.fileno()
-        interest = int(desc.event.to_epoll())
-        if rearm_on_take:
-            interest |= int(EpollEvent.EPOLLONESHOT)
+        self.epoch = epoch
         self.interest = interest
-        self.rearm_on_take = rearm_on_take
-        self.seq = seq
-        self.active = True
 
     def deliver(self, mask: int) -> None:
         """Take one epoll record's mask (loop thread)."""
@@ -75,11 +92,9 @@ class Registration:
 
     def end(self) -> None:
         """The registration was stopped or replaced: deliver nothing more."""
-        self.active = False
 
     def close(self) -> None:
         """The poller closed: deliver exactly POLLER_CLOSED (loop thread)."""
-        self.active = False
 
 
 class CallbackRegistration(Registration):
@@ -87,31 +102,35 @@ class CallbackRegistration(Registration):
 
     __slots__ = ("callback",)
 
-    def __init__(self, desc: Desc, seq: int, callback: Callback) -> None:
-        super().__init__(desc, seq, rearm_on_take=False)
+    def __init__(self, desc: Desc, epoch: int, callback: Callback) -> None:
+        super().__init__(desc, epoch, interest_of(desc.event))
         self.callback = callback
 
     def deliver(self, mask: int) -> None:
         self.callback(event_from_mask(mask))
 
     def close(self) -> None:
-        super().close()
         self.callback(Event.POLLER_CLOSED)
 
 
 class WatchRegistration(Registration):
-    """Events go to one ``watch()`` stream, coalesced while its consumer is busy."""
+    """Events go to one ``watch()`` stream, coalesced while its consumer is busy.
 
-    __slots__ = ("closed", "lot", "pending", "taken")
+    ONE_SHOT descs are re-armed when the consumer asks for the next event, as the spec
+    says; level-triggered ones are armed one-shot too and re-armed the same way, so that a
+    busy consumer does not make the wait thread spin.
+    """
 
-    def __init__(self, desc: Desc, seq: int, lot: ParkingLotLike) -> None:
-        # Re-armed each time the consumer asks for more: ONE_SHOT as the spec says, and
-        # level-triggered so that a busy consumer does not make the wait thread spin.
-        event = desc.event
-        edge_only = bool(event & Event.EDGE_TRIGGERED) and not event & Event.ONE_SHOT
-        super().__init__(desc, seq, rearm_on_take=not edge_only)
+    __slots__ = ("active", "closed", "lot", "pending", "rearm", "taken")
+
+    def __init__(self, desc: Desc, epoch: int, lot: ParkingLotLike) -> None:
+        value = desc.event._value_
+        edge_only = value & _EDGE_TRIGGERED and not value & _ONE_SHOT
+        super().__init__(desc, epoch, interest_of(desc.event, oneshot=not edge_only))
+        self.rearm = not edge_only
         self.lot = lot
         self.pending = 0
+        self.active = True
         self.closed = False  # the poller closed; POLLER_CLOSED not yet taken
         self.taken = False  # an event was handed out since the last re-arm
 
@@ -121,46 +140,54 @@ class WatchRegistration(Registration):
             self.lot.unpark()
 
     def end(self) -> None:
-        super().end()
+        self.active = False
         self.pending = 0
         self.lot.unpark_all()
 
     def close(self) -> None:
-        super().close()
+        self.active = False
         self.pending = 0
         self.closed = True
         self.lot.unpark_all()
 
 
+# SharedRegistration.state bits (one small int instead of three slots).
+QUEUED, DEAD, REARM = 1, 2, 4
+
+
 class SharedRegistration(Registration):
-    """Events go to the poller's shared stream, which worker tasks iterate."""
+    """Events go to the poller's shared stream, which worker tasks iterate.
 
-    __slots__ = ("pending", "queue", "queued")
+    A level-triggered desc is armed one-shot and re-armed when a worker takes it
+    (``REARM``); ONE_SHOT descs are re-armed by the user's ``resume()``, as in Go.
+    """
 
-    def __init__(self, desc: Desc, seq: int, queue: SharedQueue) -> None:
-        level_triggered = not desc.event & (Event.EDGE_TRIGGERED | Event.ONE_SHOT)
-        super().__init__(desc, seq, rearm_on_take=bool(level_triggered))
+    __slots__ = ("pending", "queue", "state")
+
+    def __init__(self, desc: Desc, epoch: int, queue: SharedQueue) -> None:
+        level = not desc.event._value_ & (_EDGE_TRIGGERED | _ONE_SHOT)
+        super().__init__(desc, epoch, interest_of(desc.event, oneshot=bool(level)))
         self.queue = queue
         self.pending = 0
-        self.queued = False
+        self.state = REARM if level else 0
 
     def deliver(self, mask: int) -> None:
         self.pending |= mask
-        if not self.queued:
-            self.queued = True
+        if not self.state & QUEUED:
+            self.state |= QUEUED
             self.queue.push(self)
 
     def end(self) -> None:
-        super().end()
         self.pending = 0
-        if self.queued:
+        self.state |= DEAD
+        if self.state & QUEUED:
             self.queue.forget_one()
 
     def close(self) -> None:
-        super().close()
         self.pending = _EPOLLCLOSED
-        if not self.queued:
-            self.queued = True
+        self.state |= DEAD
+        if not self.state & QUEUED:
+            self.state |= QUEUED
             self.queue.push(self)
 
 
@@ -188,7 +215,7 @@ class SharedQueue:
     def forget_one(self) -> None:
         self.dead += 1
         if self.dead > 32 and self.dead * 2 > len(self.ready):
-            self.ready = deque(reg for reg in self.ready if reg.queued and reg.active)
+            self.ready = deque(reg for reg in self.ready if not reg.state & DEAD)
             self.dead = 0
 
     def pop(self) -> tuple[SharedRegistration, int] | None:
@@ -196,11 +223,11 @@ class SharedQueue:
         ready = self.ready
         while ready:
             reg = ready.popleft()
-            reg.queued = False
+            reg.state &= ~QUEUED
             mask, reg.pending = reg.pending, 0
             if mask == _EPOLLCLOSED:
                 return reg, mask
-            if not reg.active:
+            if reg.state & DEAD:
                 self.dead -= 1
                 continue
             return reg, mask
@@ -217,28 +244,24 @@ class Dispatcher:
     stops there (the poller closes).
     """
 
-    __slots__ = ("batches", "closed", "events_delivered", "on_error", "regs", "seq")
+    __slots__ = ("batches", "closed", "events_delivered", "on_error", "regs")
 
     def __init__(self, on_error: Callable[[BaseException], None]) -> None:
         self.regs: dict[int, Registration] = {}
         self.on_error = on_error
-        self.seq = 0
         self.closed = False
         self.events_delivered = 0
         self.batches = 0
 
-    def next_seq(self) -> int:
-        self.seq += 1
-        return self.seq
-
-    def deliver_batch(self, records: list[tuple[int, int]], collected_after: int) -> None:
-        """Deliver one ``epoll_wait`` batch, in order, to the registrations alive now."""
+    def deliver_batch(self, records: list[tuple[int, int]], epoch: int) -> None:
+        """Deliver one batch, collected at ``epoch``, in order, to the registrations that
+        are alive now and were started before it was collected."""
         regs = self.regs
         delivered = 0
         self.batches += 1
         for fd, mask in records:
             reg = regs.get(fd)
-            if reg is None or reg.seq > collected_after:
+            if reg is None or reg.epoch >= epoch:
                 continue
             delivered += 1
             try:

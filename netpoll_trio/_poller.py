@@ -28,14 +28,17 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import select
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Any
 
 from ._desc import Desc, set_non_blocking
 from ._dispatch import (
+    REARM,
     CallbackRegistration,
     Dispatcher,
     Registration,
@@ -226,9 +229,9 @@ class Poller:
     # ---------------------------------------------------------------- wait thread side
 
     def _thread_on_batch(self, records: list[tuple[int, int]]) -> bool:
-        collected_after = self._dispatcher.seq
+        epoch = self._waiter.wakeups  # counted when this batch's epoll_wait returned
         try:
-            self._backend.call_soon_threadsafe(self._loop_on_batch, records, collected_after)
+            self._backend.call_soon_threadsafe(self._loop_on_batch, records, epoch)
         except RuntimeError:  # the event loop has finished: nobody left to deliver to
             return False
         self._ack.acquire()
@@ -242,11 +245,11 @@ class Poller:
 
     # ---------------------------------------------------------------- loop side
 
-    def _loop_on_batch(self, records: list[tuple[int, int]], collected_after: int) -> None:
+    def _loop_on_batch(self, records: list[tuple[int, int]], epoch: int) -> None:
         if self._state is not _OPEN:
             return  # closed while in flight: dropped, POLLER_CLOSED was delivered instead
         try:
-            self._dispatcher.deliver_batch(records, collected_after)
+            self._dispatcher.deliver_batch(records, epoch)
         except BaseException as exc:  # a bug of ours must not reach the loop machinery
             self._fail(exc)
         if self._state is _OPEN:
@@ -277,7 +280,10 @@ class Poller:
                 "a Poller must be used from the thread running the event loop that opened it"
             )
 
-    def _register(self, desc: Desc, make: Callable[[int], Registration]) -> Registration:
+    def _register(
+        self, desc: Desc, kind: Callable[[Desc, int, Any], Registration], target: Any
+    ) -> Registration:
+        """Register ``desc`` as ``kind(desc, epoch, target)``; see :meth:`start`."""
         if not isinstance(desc, Desc):
             raise TypeError(f"expected a Desc (from handle() or new_desc()), got {desc!r}")
         fd = desc.fileno()
@@ -285,8 +291,9 @@ class Poller:
         old = regs.get(fd)
         if old is not None and old.desc is desc:
             raise RegisteredError(f"{RegisteredError.default_message} ({desc!r})")
-        set_non_blocking(fd)
-        reg = make(self._dispatcher.next_seq())
+        if not desc._nonblocking and os.get_blocking(fd):
+            set_non_blocking(fd)
+        reg = kind(desc, self._waiter.wakeups, target)
         try:
             self._waiter.epoll.register(fd, reg.interest)
         except FileExistsError:
@@ -311,26 +318,28 @@ class Poller:
             raise NotRegisteredError(f"{NotRegisteredError.default_message} ({desc!r})")
         if reg.desc is not desc:
             raise NotRegisteredError(
-                f"{NotRegisteredError.default_message} ({desc!r}: fd {reg.fd} now belongs "
+                f"{NotRegisteredError.default_message} ({desc!r}: its fd now belongs "
                 f"to {reg.desc!r}; this Desc's registration ended when its fd was reused)"
             )
         return reg
 
     def _unregister(self, reg: Registration) -> None:
-        del self._dispatcher.regs[reg.fd]
+        fd = reg.desc.fileno()
+        del self._dispatcher.regs[fd]
         reg.end()
         try:
-            self._waiter.epoll.unregister(reg.fd)
+            self._waiter.epoll.unregister(fd)
         except OSError as err:
             if err.errno not in _FORGOTTEN_ERRNOS:
-                raise kernel_error(err, reg.fd, "removing it from epoll") from None
+                raise kernel_error(err, fd, "removing it from epoll") from None
 
     def _rearm(self, reg: Registration, *, quietly: bool = False) -> None:
+        fd = reg.desc.fileno()
         try:
-            self._waiter.epoll.modify(reg.fd, reg.interest)
+            self._waiter.epoll.modify(fd, reg.interest)
         except OSError as err:
             if not (quietly and err.errno in _FORGOTTEN_ERRNOS):
-                raise kernel_error(err, reg.fd, "re-arming it in epoll") from None
+                raise kernel_error(err, fd, "re-arming it in epoll") from None
 
     def start(self, desc: Desc, callback: Callable[[Event], object] | None = None) -> None:
         """Register ``desc``; its fd becomes non-blocking. Not a checkpoint.
@@ -353,12 +362,11 @@ class Poller:
         """
         self._check_open()
         if callback is None:
-            shared = self._shared
-            self._register(desc, lambda seq: SharedRegistration(desc, seq, shared))
+            self._register(desc, SharedRegistration, self._shared)
             return
         if not callable(callback):
             raise TypeError(f"callback must be callable, got {callback!r}")
-        self._register(desc, lambda seq: CallbackRegistration(desc, seq, callback))
+        self._register(desc, CallbackRegistration, callback)
 
     def stop(self, desc: Desc) -> None:
         """Unregister ``desc``. Not a checkpoint; safe in ``finally`` blocks.
@@ -426,7 +434,7 @@ class Poller:
             item = shared.pop()
             if item is not None:
                 reg, mask = item
-                if reg.rearm_on_take and mask != _EPOLLCLOSED and self._state is _OPEN:
+                if reg.state & REARM and mask != _EPOLLCLOSED and self._state is _OPEN:
                     self._rearm(reg, quietly=True)
                 return reg.desc, event_from_mask(mask)
             if shared.closed:
@@ -453,7 +461,7 @@ class Watch:
         await backend.checkpoint()
         desc = self._desc
         lot = backend.parking_lot()
-        reg = poller._register(desc, lambda seq: WatchRegistration(desc, seq, lot))
+        reg = poller._register(desc, WatchRegistration, lot)
         assert isinstance(reg, WatchRegistration)
         self._stream = EventStream(poller, reg)
         return self._stream
@@ -469,7 +477,7 @@ class Watch:
         stream._finish()
         poller = self._poller
         reg = stream._reg
-        if poller._state is _OPEN and poller._dispatcher.regs.get(reg.fd) is reg:
+        if poller._state is _OPEN and poller._dispatcher.regs.get(reg.desc.fileno()) is reg:
             poller._unregister(reg)
 
 
@@ -502,7 +510,7 @@ class EventStream:
             raise StopAsyncIteration
         if reg.taken:
             reg.taken = False
-            if reg.active and reg.rearm_on_take:
+            if reg.active and reg.rearm:
                 self._poller._rearm(reg)
         if reg.pending or reg.closed or not reg.active:
             await self._poller._backend.checkpoint()
