@@ -13,6 +13,8 @@ What a backend provides:
 * ``parking_lot()``: a FIFO of parked tasks, ``await lot.park()`` / ``lot.unpark()`` /
   ``lot.unpark_all()``, where a parked task that is cancelled leaves the lot and never
   swallows a wake-up meant for someone else.
+* ``waiter()``: the same interface for exactly one parked task (a watch() stream's
+  consumer); cheaper than a lot, which matters once per event.
 * ``cancel_scope()``: a cancel scope for the poller's ``async with`` body.
 * ``wait_readable(fd)``: wait until ``fd`` is readable (used by the threadless mode).
 """
@@ -65,7 +67,44 @@ class Backend(Protocol):
 
     def parking_lot(self) -> ParkingLotLike: ...
 
+    def waiter(self) -> ParkingLotLike: ...
+
     def cancel_scope(self) -> CancelScopeLike: ...
+
+
+class _TrioWaiter:
+    """One parked trio task, woken by ``unpark``; ``trio.lowlevel`` directly."""
+
+    __slots__ = ("_abort", "_task")
+
+    def __init__(self) -> None:
+        self._task: Any = None
+        self._abort: Any = self._aborted  # bound once, not once per park
+
+    def __len__(self) -> int:
+        return 0 if self._task is None else 1
+
+    async def park(self) -> None:
+        import trio
+
+        self._task = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._abort)
+
+    def _aborted(self, raise_cancel: Any) -> Any:
+        import trio
+
+        self._task = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def unpark(self) -> None:
+        task = self._task
+        if task is not None:
+            import trio
+
+            self._task = None
+            trio.lowlevel.reschedule(task)
+
+    unpark_all = unpark
 
 
 class _TrioBackend:
@@ -82,6 +121,9 @@ class _TrioBackend:
 
     def parking_lot(self) -> ParkingLotLike:
         return self._trio.lowlevel.ParkingLot()
+
+    def waiter(self) -> ParkingLotLike:
+        return _TrioWaiter()
 
     def cancel_scope(self) -> CancelScopeLike:
         return self._trio.CancelScope()
@@ -110,10 +152,10 @@ class _FutureParkingLot:
         try:
             await future
         except BaseException:
-            if future.cancelled():
+            if not future.cancelled():
+                self.unpark()  # woken, then cancelled before running: pass the wake-up on
+            elif future in self._waiters:  # unpark() may have dropped it already
                 self._waiters.remove(future)
-            else:
-                self.unpark()
             raise
 
     def unpark(self) -> None:
@@ -135,14 +177,31 @@ async def _asyncio_checkpoint() -> None:
     await asyncio.sleep(0)
 
 
+def _as_asyncio(fn: Callable[..., object], *args: object) -> None:
+    """Run a hand-off on the asyncio loop with sniffio knowing it is asyncio.
+
+    asyncio runs ``call_soon`` callbacks outside any task, where sniffio (and so anyio)
+    cannot tell which library is running; user callbacks that call anyio (``start_soon``,
+    ``Event.set``...) would fail. trio runs them in its system task, so it needs nothing.
+    """
+    token = sniffio.current_async_library_cvar.set("asyncio")
+    try:
+        fn(*args)
+    finally:
+        sniffio.current_async_library_cvar.reset(token)
+
+
 class _AsyncioBackend:
     name = "asyncio"
 
     def __init__(self) -> None:
-        self._loop = loop = asyncio.get_running_loop()
-        self.call_soon_threadsafe: Callable[..., object] = loop.call_soon_threadsafe
+        self._loop = asyncio.get_running_loop()
+        self.call_soon_threadsafe: Callable[..., object] = self._call_soon_threadsafe
         self.checkpoint: Callable[[], Awaitable[None]] = _asyncio_checkpoint
         self.wait_readable: Callable[[int], Awaitable[None]] = self._wait_readable
+
+    def _call_soon_threadsafe(self, fn: Callable[..., object], *args: object) -> None:
+        self._loop.call_soon_threadsafe(_as_asyncio, fn, *args)
 
     async def _wait_readable(self, fd: int) -> None:
         future = self._loop.create_future()
@@ -153,6 +212,9 @@ class _AsyncioBackend:
             self._loop.remove_reader(fd)
 
     def parking_lot(self) -> ParkingLotLike:
+        return _FutureParkingLot(self._loop)
+
+    def waiter(self) -> ParkingLotLike:
         return _FutureParkingLot(self._loop)
 
     def cancel_scope(self) -> CancelScopeLike:

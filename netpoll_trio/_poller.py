@@ -11,7 +11,19 @@ coalescing readiness meanwhile), and the thread never races ahead of the loop.
 
 On the loop thread, :meth:`Dispatcher.deliver_batch` gives each record to the registration
 alive *now* for its fd (see :mod:`._dispatch` for coalescing and the stop guarantee), then
-the ack is released. Nothing here ever raises into the loop's callback machinery (under
+the ack is released.
+
+Patience: if the batch left descs queued in the shared stream, the workers are about to
+take them, and polling again at once would only produce a trickle of tiny batches (each
+costing a thread hop and two GIL hand-overs) while they do. So the thread additionally
+waits on ``_drained`` -- released when the shared queue empties -- for at most
+``PATIENCE`` seconds before its next ``epoll_wait``. Nothing is lost meanwhile (the kernel
+keeps readiness), at most one unprocessed batch is ever in flight, and a saturated worker
+pool delays other consumers of the same poller by at most ``PATIENCE``. Measured at 9000
+connections, this takes the shared stream from ~21 to ~225 events per batch and from
+~1.2x to ~1.4x the throughput of trio's task-per-connection.
+
+Nothing here ever raises into the loop's callback machinery (under
 trio that would be a TrioInternalError): errors from user callbacks, a dead wait loop, or a
 bug of ours are routed to :meth:`Poller._fail`, which closes the poller, cancels the
 ``async with`` body and re-raises the error when the block exits -- the way a nursery
@@ -63,6 +75,8 @@ __all__ = ["Config", "EventStream", "Poller", "PollerStatistics", "Watch"]
 _EPOLLCLOSED = int(EpollEvent.EPOLLCLOSED)
 _FORGOTTEN_ERRNOS = frozenset({errno.ENOENT, errno.EBADF})
 _NEW, _OPEN, _CLOSED = "new", "open", "closed"
+#: Longest wait for the shared stream's workers to drain a batch before polling again.
+PATIENCE = 0.002
 
 
 @dataclass(frozen=True)
@@ -126,7 +140,9 @@ class Poller:
         self._state = _NEW
         self._dispatcher = Dispatcher(self._fail)
         self._error: BaseException | None = None
-        self._ack = threading.Lock()
+        self._ack = threading.Lock()  # released when the loop has processed a batch
+        self._drained = threading.Lock()  # released when the shared queue empties
+        self._patient = False  # the thread should wait on _drained after this batch
         self._thread_id = 0
         # Set by __aenter__:
         self._backend: Backend
@@ -151,6 +167,7 @@ class Poller:
         self._waiter = WaitThread(self._config.syscalls)
         self._thread_id = threading.get_ident()
         self._ack.acquire()
+        self._drained.acquire()
         self._state = _OPEN
         self._waiter.start(self._thread_on_batch, self._thread_on_exit)
         self._scope = backend.cancel_scope()
@@ -202,7 +219,8 @@ class Poller:
             waiter.request_stop()
         except OSError as err:
             wake_error = err
-        self._release_ack()
+        self._release(self._ack)
+        self._release(self._drained)
         if wake_error is None:
             waiter.join()
         close_error = waiter.close_fds()
@@ -220,10 +238,17 @@ class Poller:
             self._close()
         self._scope.cancel()
 
-    def _release_ack(self) -> None:
+    def _settle(self) -> None:
+        """Let the patient wait thread poll again once the shared queue is empty."""
+        if not self._shared.ready:
+            self._patient = False
+            self._release(self._drained)
+
+    @staticmethod
+    def _release(lock: threading.Lock) -> None:
         try:
-            self._ack.release()
-        except RuntimeError:  # not held: the thread is not waiting for an ack
+            lock.release()
+        except RuntimeError:  # not held: nobody is waiting on it
             return
 
     # ---------------------------------------------------------------- wait thread side
@@ -235,6 +260,8 @@ class Poller:
         except RuntimeError:  # the event loop has finished: nobody left to deliver to
             return False
         self._ack.acquire()
+        if self._patient:
+            self._drained.acquire(timeout=PATIENCE)
         return True
 
     def _thread_on_exit(self, error: BaseException | None) -> None:
@@ -253,7 +280,8 @@ class Poller:
         except BaseException as exc:  # a bug of ours must not reach the loop machinery
             self._fail(exc)
         if self._state is _OPEN:
-            self._release_ack()
+            self._patient = bool(self._shared.ready)
+            self._release(self._ack)
 
     def _on_wait_died(self, error: BaseException) -> None:
         if self._state is not _OPEN:
@@ -432,6 +460,8 @@ class Poller:
         await self._backend.checkpoint()
         while True:
             item = shared.pop()
+            if self._patient:
+                self._settle()
             if item is not None:
                 reg, mask = item
                 if reg.state & REARM and mask != _EPOLLCLOSED and self._state is _OPEN:
@@ -460,8 +490,7 @@ class Watch:
         backend = poller._backend
         await backend.checkpoint()
         desc = self._desc
-        lot = backend.parking_lot()
-        reg = poller._register(desc, WatchRegistration, lot)
+        reg = poller._register(desc, WatchRegistration, backend.waiter())
         assert isinstance(reg, WatchRegistration)
         self._stream = EventStream(poller, reg)
         return self._stream

@@ -140,9 +140,7 @@ async def run_program(program: list[tuple[object, ...]]) -> None:
                     slot.unread = False
                     if slot.mode == "once":
                         slot.armed = False
-                assert poller.statistics().registered == 1 + sum(
-                    s.desc is not None for s in slots
-                )
+                assert poller.statistics().registered == 1 + sum(s.desc is not None for s in slots)
             alive = [s for s in slots if s.desc is not None]
             counts = {id(s): len(s.events) for s in slots}
         for slot in slots:

@@ -145,6 +145,28 @@ async def test_callback_runs_on_the_loop_thread_and_may_start_stop(make_pair: An
     assert threads == [threading.get_ident()] * 2
 
 
+async def test_callback_may_use_anyio(sockpair: tuple[socket.socket, socket.socket]) -> None:
+    """Under asyncio, loop callbacks run outside any task; anyio must still work there."""
+    a, b = sockpair
+    ran = anyio.Event()
+
+    async def child() -> None:
+        ran.set()
+
+    async with Poller() as poller, anyio.create_task_group() as tg:
+        desc = np.handle_read(a)
+
+        def on_event(ev: Event) -> None:
+            if ev != CLOSED:
+                tg.start_soon(child)
+
+        poller.start(desc, on_event)
+        b.send(b"x")
+        with anyio.fail_after(10):
+            await ran.wait()
+        poller.stop(desc)
+
+
 async def test_callback_exception_propagates_out_of_the_block(make_pair: Any) -> None:
     (a1, b1), (a2, _) = make_pair(), make_pair()
     others: list[Event] = []

@@ -11,6 +11,7 @@ noisy machine. Traffic is socketpairs only.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import socket
 import statistics
@@ -21,6 +22,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import trio
+
+from .. import Event, Poller, handle_read
 from .arms import ARMS, Arm
 from .session import Phase, Session
 
@@ -29,13 +33,14 @@ __all__ = ["Settings", "run"]
 
 @dataclass(frozen=True)
 class Settings:
-    """What to run."""
+    """What to run (defaults: the ~1 minute side-by-side run of ``python -m netpoll_trio``)."""
 
     connections: Sequence[int] = (1000, 9000)
     arms: Sequence[str] = tuple(ARMS)
     runs: int = 3
-    seconds: float = 0.6
+    seconds: float = 0.4
     inflight: int = 256
+    high_inflight: int = 512
     burst: int = 64
     pingpongs: int = 200
     memory: bool = True
@@ -45,16 +50,17 @@ Progress = Callable[[str], None]
 
 
 def _phases(settings: Settings) -> list[Phase]:
+    def burst(inflight: int) -> dict[str, Any]:
+        return {
+            "cmd": "burst",
+            "seconds": settings.seconds,
+            "inflight": inflight,
+            "burst": settings.burst,
+        }
+
     return [
-        Phase(
-            "burst",
-            {
-                "cmd": "burst",
-                "seconds": settings.seconds,
-                "inflight": settings.inflight,
-                "burst": settings.burst,
-            },
-        ),
+        Phase("burst", burst(settings.inflight)),
+        Phase("high", burst(settings.high_inflight)),
         Phase("idle", {"cmd": "pingpong", "count": settings.pingpongs}),
     ]
 
@@ -131,11 +137,14 @@ def run_one_size(n: int, settings: Settings, progress: Progress) -> dict[str, An
                 progress(f"N={n} run {round_ + 1}/{settings.runs}: {arm.name}")
                 runs[arm.name].append(_run_arm(arm, conns, driver.control, phases))
         memory: dict[str, dict[str, Any]] = {}
+        library: dict[str, float] = {}
         if settings.memory:
+            progress(f"N={n} memory: library objects")
+            library = library_bytes(conns)
             for arm in arms:
                 progress(f"N={n} memory: {arm.name}")
                 memory[arm.name] = _run_arm(arm, conns, driver.control, [], memory=True)
-        return {"runs": runs, "memory": memory}
+        return {"runs": runs, "memory": memory, "library": library}
     finally:
         if driver is not None:
             driver.close()
@@ -151,8 +160,15 @@ def _median(values: list[float]) -> float:
 def summarize(n: int, raw: dict[str, Any]) -> dict[str, dict[str, float]]:
     """Medians per arm of the numbers the report shows."""
     out: dict[str, dict[str, float]] = {}
+    style_of = {
+        "np-trio-callback": "callback",
+        "np-asyncio-callback": "callback",
+        "np-trio-shared8": "shared",
+        "np-asyncio-shared8": "shared",
+    }
     for name, runs in raw["runs"].items():
         burst = [r["burst"] for r in runs]
+        high = [r["high"] for r in runs]
         idle = [r["idle"] for r in runs]
         row = {
             "connections": n,
@@ -163,16 +179,21 @@ def summarize(n: int, raw: dict[str, Any]) -> dict[str, dict[str, float]]:
             "gc_share": _median([b["gc_s"] / b["wall_s"] for b in burst]),
             "burst_p50_us": _median([b["p50_us"] for b in burst]),
             "burst_p99_us": _median([b["p99_us"] for b in burst]),
+            "high_msgs_per_s": _median([h["messages"] / h["seconds"] for h in high]),
+            "high_gc_share": _median([h["gc_s"] / h["wall_s"] for h in high]),
+            "high_p99_us": _median([h["p99_us"] for h in high]),
             "idle_p50_us": _median([i["p50_us"] for i in idle]),
             "idle_p99_us": _median([i["p99_us"] for i in idle]),
             "register_us_per_conn": _median([r["register_s"] / n * 1e6 for r in runs]),
-            "unanswered": sum(b["unanswered"] for b in burst) + sum(i["unanswered"] for i in idle),
+            "unanswered": sum(p["unanswered"] for p in burst + high + idle),
         }
         if runs and "wakeups" in runs[0]:
             row["events_per_batch"] = _median([r["events"] / max(r["batches"], 1) for r in runs])
         mem = raw["memory"].get(name)
         if mem is not None:
             row["bytes_per_conn"] = mem["memory_bytes"] / n
+        if name in style_of and style_of[name] in raw["library"]:
+            row["library_bytes_per_conn"] = raw["library"][style_of[name]]
         out[name] = row
     return out
 
@@ -190,4 +211,35 @@ def run(settings: Settings, progress: Progress = lambda message: None) -> dict[s
 
 
 def dumps(report: dict[str, Any]) -> str:
-    return json.dumps(report, indent=2, sort_keys=True)
+    return json.dumps(report, indent=2)  # insertion order: arms as the settings list them
+
+
+def _ignore(event: Event) -> None:
+    """One callback shared by every desc: user state is not the library's memory."""
+
+
+async def _library_bytes_async(conns: list[socket.socket]) -> dict[str, float]:
+    out = {}
+    async with Poller() as poller:
+        for style in ("callback", "shared"):
+            gc.collect()
+            before = tracemalloc.get_traced_memory()[0]
+            descs = [handle_read(sock) for sock in conns]
+            for desc in descs:
+                poller.start(desc, _ignore if style == "callback" else None)
+            out[style] = (tracemalloc.get_traced_memory()[0] - before) / len(conns)
+            for desc in descs:
+                poller.stop(desc)
+            del descs
+    return out
+
+
+def library_bytes(conns: list[socket.socket]) -> dict[str, float]:
+    """tracemalloc bytes per registered desc that are the library's own: the Desc, its fd
+    number, the registration and its slot in the registry (callbacks share one function;
+    the shared stream needs no user state)."""
+    tracemalloc.start()
+    try:
+        return trio.run(_library_bytes_async, conns)
+    finally:
+        tracemalloc.stop()
