@@ -319,8 +319,13 @@ class Poller:
         old = regs.get(fd)
         if old is not None and old.desc is desc:
             raise RegisteredError(f"{RegisteredError.default_message} ({desc!r})")
-        if not desc._nonblocking and os.get_blocking(fd):
-            set_non_blocking(fd)
+        if not desc._nonblocking:
+            try:
+                blocking = os.get_blocking(fd)
+            except OSError as err:
+                raise kernel_error(err, fd, "checking it can be registered") from None
+            if blocking:
+                set_non_blocking(fd)
         reg = kind(desc, self._waiter.wakeups, target)
         try:
             self._waiter.epoll.register(fd, reg.interest)

@@ -22,6 +22,7 @@ import random
 import socket
 import struct
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,9 +59,10 @@ class Conn:
 class Driver(threading.Thread):
     """Writes the messages; finishes connections at random and at the end."""
 
-    def __init__(self, total: int, seed: int) -> None:
+    def __init__(self, total: int, seed: int, seconds: float | None = None) -> None:
         super().__init__(name="stress-driver", daemon=True)
         self.total = total
+        self.seconds = seconds
         self.rng = random.Random(seed)
         self.peers: dict[int, socket.socket] = {}
         self.sent: dict[int, int] = {}
@@ -91,7 +93,11 @@ class Driver(threading.Thread):
         self.finished += 1
 
     def _run(self) -> None:
+        deadline = None if self.seconds is None else time.monotonic() + self.seconds
         while self.written < self.total and not self.stop_now.is_set():
+            if deadline is not None and time.monotonic() > deadline:
+                self.total = self.written  # time is up: finish everything now
+                break
             self._adopt()
             if not self.peers:
                 self.stop_now.wait(0.001)
@@ -116,9 +122,12 @@ class Driver(threading.Thread):
             self._finish(conn_id)
 
 
-async def run_stress(total: int, connections: int, seed: int) -> dict[str, int]:
+async def run_stress(
+    total: int, connections: int, seed: int, seconds: float | None = None
+) -> dict[str, int]:
+    """Run the scenario; stop after ``total`` messages (or ``seconds``, if given)."""
     rng = random.Random(seed)
-    driver = Driver(total, seed)
+    driver = Driver(total, seed, seconds)
     conns: dict[int, Conn] = {}
     by_desc: dict[np.Desc, Conn] = {}
     counters = {"received": 0, "reopened": 0, "churn": 0, "cancelled": 0, "stale": 0, "resumes": 0}
@@ -273,7 +282,7 @@ async def run_stress(total: int, connections: int, seed: int) -> dict[str, int]:
             open_conn()
         driver.start()
         tg.start_soon(chaos)
-        with anyio.fail_after(300):
+        with anyio.fail_after(300 + (seconds or 0)):
             while not all_done.is_set():
                 await anyio.to_thread.run_sync(driver.join, 0.05)
                 if not driver.is_alive() and all(c.done for c in conns.values()):
