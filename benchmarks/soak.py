@@ -18,7 +18,7 @@ from pathlib import Path
 import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.test_stress import run_stress  # noqa: E402
+from tests.test_stress import run_stress
 
 
 def rss_kib() -> int:
