@@ -54,7 +54,7 @@ def recv_exactly(sock: socket.socket, n: int) -> bytes:
 
 
 @pytest.mark.parametrize(
-    "script,args",
+    ("script", "args"),
     [
         ("echo_server.py", ()),
         ("anyio_asyncio.py", ()),
