@@ -14,6 +14,7 @@ Try it with two terminals running ``nc 127.0.0.1 9001``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import socket
 from dataclasses import dataclass, field
@@ -41,10 +42,10 @@ async def serve(port: int) -> None:
         message = sender.name.encode() + b": " + line + b"\n"
         for client in list(clients.values()):
             if client is not sender:
-                try:
+                # A client that does not read (or left) loses the line; a real server
+                # would buffer or disconnect it.
+                with contextlib.suppress(OSError):
                     client.sock.send(message)
-                except OSError:
-                    pass  # a client that does not read loses lines; it is not our problem here
 
     def read_lines(client: Client) -> bool:
         """Read what is there; broadcast complete lines. False when the client left."""

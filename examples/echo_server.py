@@ -7,7 +7,8 @@ cost a Desc and a registration each -- no task, no coroutine frame.
 
     python examples/echo_server.py [--port 9000] [--workers 8]
 
-Stop it with Ctrl-C (or SIGTERM): the poller closes, every connection gets POLLER_CLOSED and is closed.
+Stop it with Ctrl-C (or SIGTERM): the poller closes, every connection gets POLLER_CLOSED
+and is closed.
 """
 
 from __future__ import annotations
