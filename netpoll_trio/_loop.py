@@ -16,7 +16,9 @@ What a backend provides:
 * ``waiter()``: the same interface for exactly one parked task (a watch() stream's
   consumer); cheaper than a lot, which matters once per event.
 * ``cancel_scope()``: a cancel scope for the poller's ``async with`` body.
-* ``wait_readable(fd)``: wait until ``fd`` is readable (used by the threadless mode).
+* ``watch_fd(fd, callback) -> cancel``: call ``callback()`` on the loop thread each time
+  ``fd`` is readable, until ``cancel()`` (used by the threadless mode; ``cancel`` must run
+  before the fd is closed).
 """
 
 from __future__ import annotations
@@ -70,6 +72,8 @@ class Backend(Protocol):
     def waiter(self) -> ParkingLotLike: ...
 
     def cancel_scope(self) -> CancelScopeLike: ...
+
+    def watch_fd(self, fd: int, callback: Callable[[], None]) -> Callable[[], None]: ...
 
 
 class _TrioWaiter:
@@ -127,6 +131,37 @@ class _TrioBackend:
 
     def cancel_scope(self) -> CancelScopeLike:
         return self._trio.CancelScope()
+
+    def watch_fd(self, fd: int, callback: Callable[[], None]) -> Callable[[], None]:
+        # trio has no reader callbacks: a system task waits (system tasks are trio's own
+        # tool for library internals; ``callback`` never raises, so this one cannot crash
+        # the run).
+        trio = self._trio
+        scope = trio.CancelScope()
+
+        async def reader() -> None:
+            with scope:
+                # Checked first: wait_readable touches the fd before it looks at
+                # cancellation, and the poller may have closed it before we ever ran.
+                while not scope.cancel_called:
+                    try:
+                        await trio.lowlevel.wait_readable(fd)
+                    except trio.ClosedResourceError:  # notify_closing(): we are done
+                        return
+                    except OSError:
+                        if scope.cancel_called:
+                            return
+                        # Not ours to report here (a system task must not raise): the
+                        # callback's epoll_wait fails the same way and closes the poller.
+                    callback()
+
+        trio.lowlevel.spawn_system_task(reader, name=f"netpoll-reader-{fd}")
+
+        def cancel() -> None:
+            scope.cancel()
+            trio.lowlevel.notify_closing(fd)  # trio forgets the fd before it is closed
+
+        return cancel
 
 
 class _FutureParkingLot:
@@ -216,6 +251,15 @@ class _AsyncioBackend:
 
     def waiter(self) -> ParkingLotLike:
         return _FutureParkingLot(self._loop)
+
+    def watch_fd(self, fd: int, callback: Callable[[], None]) -> Callable[[], None]:
+        loop = self._loop
+        loop.add_reader(fd, _as_asyncio, callback)
+
+        def cancel() -> None:
+            loop.remove_reader(fd)
+
+        return cancel
 
     def cancel_scope(self) -> CancelScopeLike:
         # anyio's scope works in any asyncio task (anyio's backend or not); writing our own

@@ -2,26 +2,11 @@
 
 How a batch travels
 -------------------
-The wait thread (:mod:`._waitloop`) blocks in ``epoll_wait``. When it returns, the thread
-reads the dispatcher's start counter (``collected_after``) and hands the whole batch to the
-event loop with one ``call_soon_threadsafe`` / ``run_sync_soon`` -- one cross-thread hop per
-batch, never per event -- and then blocks on ``_ack`` until the loop has delivered it. So at
-most one batch is in flight: memory stays bounded when the loop is busy (the kernel keeps
-coalescing readiness meanwhile), and the thread never races ahead of the loop.
-
-On the loop thread, :meth:`Dispatcher.deliver_batch` gives each record to the registration
-alive *now* for its fd (see :mod:`._dispatch` for coalescing and the stop guarantee), then
-the ack is released.
-
-Patience: if the batch left descs queued in the shared stream, the workers are about to
-take them, and polling again at once would only produce a trickle of tiny batches (each
-costing a thread hop and two GIL hand-overs) while they do. So the thread additionally
-waits on ``_drained`` -- released when the shared queue empties -- for at most
-``PATIENCE`` seconds before its next ``epoll_wait``. Nothing is lost meanwhile (the kernel
-keeps readiness), at most one unprocessed batch is ever in flight, and a saturated worker
-pool delays other consumers of the same poller by at most ``PATIENCE``. Measured at 9000
-connections, this takes the shared stream from ~21 to ~225 events per batch and from
-~1.2x to ~1.4x the throughput of trio's task-per-connection.
+A batch source (:mod:`._sources`: a wait thread by default, or the host loop itself with
+``Config(wait_thread=False)``) collects each ``epoll_wait`` batch and calls
+:meth:`Poller._deliver` on the loop thread with it and the wake-up count at which it was
+collected. :meth:`Dispatcher.deliver_batch` gives each record to the registration alive
+*now* for its fd (see :mod:`._dispatch` for coalescing and the stop guarantee).
 
 Nothing here ever raises into the loop's callback machinery (under
 trio that would be a TrioInternalError): errors from user callbacks, a dead wait loop, or a
@@ -30,10 +15,9 @@ bug of ours are routed to :meth:`Poller._fail`, which closes the poller, cancels
 treats a failing child.
 
 Closing (``aclose()``, or leaving the block for any reason) is synchronous and runs on the
-loop thread: stop and wake the thread, release a pending ack, join (the thread only ever
-blocks in ``epoll_wait`` or on the ack, both released, so the join is short), close the
-fds, then deliver ``POLLER_CLOSED`` to every registration. Batches still in flight find the
-poller closed and are dropped.
+loop thread: stop the source (the wait thread is woken and joined; the loop forgets the
+epoll fd), close the fds, then deliver ``POLLER_CLOSED`` to every registration. Batches
+still in flight find the poller closed and are dropped.
 """
 
 from __future__ import annotations
@@ -67,16 +51,14 @@ from ._errors import (
 )
 from ._flags import EpollEvent, Event, event_from_mask
 from ._loop import Backend, CancelScopeLike, current_backend
+from ._sources import BatchSource, LoopSource, ThreadSource
 from ._syscalls import Syscalls
-from ._waitloop import WaitThread
 
 __all__ = ["Config", "EventStream", "Poller", "PollerStatistics", "Watch"]
 
 _EPOLLCLOSED = int(EpollEvent.EPOLLCLOSED)
 _FORGOTTEN_ERRNOS = frozenset({errno.ENOENT, errno.EBADF})
 _NEW, _OPEN, _CLOSED = "new", "open", "closed"
-#: Longest wait for the shared stream's workers to drain a batch before polling again.
-PATIENCE = 0.002
 
 
 @dataclass(frozen=True)
@@ -88,10 +70,16 @@ class Config:
             fails for good; the poller is closed (``POLLER_CLOSED`` delivered) first. When
             None, the error closes the poller and propagates out of its ``async with``.
         syscalls: the fault-injection seam; see :class:`~netpoll_trio.Syscalls`.
+        wait_thread: True (the default): a dedicated thread waits in ``epoll_wait`` and
+            hands batches to the event loop. False: no thread; the event loop itself
+            waits for the epoll fd to become readable and drains it -- lower latency and
+            no thread hop, but delivery waits whenever the loop is busy. Same behaviour
+            and guarantees either way; see the docs' "Choosing a mode".
     """
 
     on_wait_error: Callable[[OSError], object] | None = None
     syscalls: Syscalls = field(default_factory=Syscalls)
+    wait_thread: bool = True
 
 
 @dataclass(frozen=True)
@@ -140,13 +128,10 @@ class Poller:
         self._state = _NEW
         self._dispatcher = Dispatcher(self._fail)
         self._error: BaseException | None = None
-        self._ack = threading.Lock()  # released when the loop has processed a batch
-        self._drained = threading.Lock()  # released when the shared queue empties
-        self._patient = False  # the thread should wait on _drained after this batch
         self._thread_id = 0
         # Set by __aenter__:
         self._backend: Backend
-        self._waiter: WaitThread
+        self._source: BatchSource
         self._shared: SharedQueue
         self._scope: CancelScopeLike
 
@@ -164,12 +149,11 @@ class Poller:
         await backend.checkpoint()
         self._backend = backend
         self._shared = SharedQueue(backend.parking_lot())
-        self._waiter = WaitThread(self._config.syscalls)
+        kind = ThreadSource if self._config.wait_thread else LoopSource
+        self._source = kind(self._config.syscalls, backend, self._deliver, self._on_wait_died)
         self._thread_id = threading.get_ident()
-        self._ack.acquire()
-        self._drained.acquire()
         self._state = _OPEN
-        self._waiter.start(self._thread_on_batch, self._thread_on_exit)
+        self._source.start()
         self._scope = backend.cancel_scope()
         self._scope.__enter__()
         return self
@@ -213,22 +197,12 @@ class Poller:
             self._state = _CLOSED
             return
         self._state = _CLOSED
-        waiter = self._waiter
-        wake_error: OSError | None = None
-        try:
-            waiter.request_stop()
-        except OSError as err:
-            wake_error = err
-        self._release(self._ack)
-        self._release(self._drained)
-        if wake_error is None:
-            waiter.join()
-        close_error = waiter.close_fds()
+        error = self._source.stop()
         self._dispatcher.close_all()
         self._shared.closed = True
         self._shared.lot.unpark_all()
-        if wake_error is not None or close_error is not None:
-            raise wake_error or close_error  # type: ignore[misc]
+        if error is not None:
+            raise error
 
     def _fail(self, error: BaseException) -> None:
         """Record ``error``, close, and cancel the ``async with`` body so it can surface."""
@@ -238,41 +212,10 @@ class Poller:
             self._close()
         self._scope.cancel()
 
-    def _settle(self) -> None:
-        """Let the patient wait thread poll again once the shared queue is empty."""
-        if not self._shared.ready:
-            self._patient = False
-            self._release(self._drained)
-
-    @staticmethod
-    def _release(lock: threading.Lock) -> None:
-        try:
-            lock.release()
-        except RuntimeError:  # not held: nobody is waiting on it
-            return
-
-    # ---------------------------------------------------------------- wait thread side
-
-    def _thread_on_batch(self, records: list[tuple[int, int]]) -> bool:
-        epoch = self._waiter.wakeups  # counted when this batch's epoll_wait returned
-        try:
-            self._backend.call_soon_threadsafe(self._loop_on_batch, records, epoch)
-        except RuntimeError:  # the event loop has finished: nobody left to deliver to
-            return False
-        self._ack.acquire()
-        if self._patient:
-            self._drained.acquire(timeout=PATIENCE)
-        return True
-
-    def _thread_on_exit(self, error: BaseException | None) -> None:
-        if error is None:
-            return
-        with contextlib.suppress(RuntimeError):  # the loop finished: nothing to tell
-            self._backend.call_soon_threadsafe(self._on_wait_died, error)
-
     # ---------------------------------------------------------------- loop side
 
-    def _loop_on_batch(self, records: list[tuple[int, int]], epoch: int) -> None:
+    def _deliver(self, records: list[tuple[int, int]], epoch: int) -> None:
+        """A batch from the source, on the loop thread. Never raises."""
         if self._state is not _OPEN:
             return  # closed while in flight: dropped, POLLER_CLOSED was delivered instead
         try:
@@ -280,8 +223,7 @@ class Poller:
         except BaseException as exc:  # a bug of ours must not reach the loop machinery
             self._fail(exc)
         if self._state is _OPEN:
-            self._patient = bool(self._shared.ready)
-            self._release(self._ack)
+            self._source.delivered(backlog=bool(self._shared.ready))
 
     def _on_wait_died(self, error: BaseException) -> None:
         if self._state is not _OPEN:
@@ -326,9 +268,9 @@ class Poller:
                 raise kernel_error(err, fd, "checking it can be registered") from None
             if blocking:
                 set_non_blocking(fd)
-        reg = kind(desc, self._waiter.wakeups, target)
+        reg = kind(desc, self._source.wakeups, target)
         try:
-            self._waiter.epoll.register(fd, reg.interest)
+            self._source.epoll.register(fd, reg.interest)
         except FileExistsError:
             holder = f" by {old.desc!r}" if old is not None else ""
             raise RegisteredError(
@@ -361,7 +303,7 @@ class Poller:
         del self._dispatcher.regs[fd]
         reg.end()
         try:
-            self._waiter.epoll.unregister(fd)
+            self._source.epoll.unregister(fd)
         except OSError as err:
             if err.errno not in _FORGOTTEN_ERRNOS:
                 raise kernel_error(err, fd, "removing it from epoll") from None
@@ -369,7 +311,7 @@ class Poller:
     def _rearm(self, reg: Registration, *, quietly: bool = False) -> None:
         fd = reg.desc.fileno()
         try:
-            self._waiter.epoll.modify(fd, reg.interest)
+            self._source.epoll.modify(fd, reg.interest)
         except OSError as err:
             if not (quietly and err.errno in _FORGOTTEN_ERRNOS):
                 raise kernel_error(err, fd, "re-arming it in epoll") from None
@@ -443,7 +385,7 @@ class Poller:
             registered=len(dispatcher.regs),
             events_delivered=dispatcher.events_delivered,
             batches=dispatcher.batches,
-            wakeups=self._waiter.wakeups if opened else 0,
+            wakeups=self._source.wakeups if opened else 0,
             ready=len(self._shared) if opened else 0,
         )
 
@@ -465,8 +407,8 @@ class Poller:
         await self._backend.checkpoint()
         while True:
             item = shared.pop()
-            if self._patient:
-                self._settle()
+            if self._source.patient and not shared.ready:
+                self._source.drained()
             if item is not None:
                 reg, mask = item
                 if reg.state & REARM and mask != _EPOLLCLOSED and self._state is _OPEN:

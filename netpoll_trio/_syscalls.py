@@ -30,9 +30,9 @@ TEMPORARY_ERRNOS = frozenset(
 )
 
 
-def _wait(ep: EpollObject, maxevents: int) -> list[tuple[int, int]]:
+def _wait(ep: EpollObject, maxevents: int, timeout: float) -> list[tuple[int, int]]:
     # maxevents is passed explicitly: CPython's default caps a wait at FD_SETSIZE - 1 events.
-    return ep.poll(-1, maxevents)
+    return ep.poll(timeout, maxevents)
 
 
 def _wake(fd: int) -> None:
@@ -50,21 +50,22 @@ class Syscalls:
     Pass an instance as ``EpollConfig(syscalls=...)`` or ``Config(syscalls=...)``. A
     replacement usually delegates to the default and fails when the test wants it to::
 
-        def flaky_wait(ep, maxevents):
+        def flaky_wait(ep, maxevents, timeout):
             if fail_next:
                 raise OSError(errno.EIO, "injected")
-            return Syscalls().wait(ep, maxevents)
+            return Syscalls().wait(ep, maxevents, timeout)
 
     Attributes:
-        wait: ``wait(epoll, maxevents) -> [(fd, mask), ...]``; blocks until at least one
-            event. Default: ``epoll.poll(-1, maxevents)``.
+        wait: ``wait(epoll, maxevents, timeout) -> [(fd, mask), ...]``; the wait thread
+            passes ``timeout=-1`` (block until an event), the threadless mode ``0``.
+            Default: ``epoll.poll(timeout, maxevents)``.
         wake: ``wake(eventfd)``; makes a blocked ``wait`` return. Default:
             ``os.eventfd_write(eventfd, 1)``.
         close: ``close(fd)`` for the wake-up eventfd. Default: :func:`os.close`.
         close_epoll: ``close_epoll(epoll)``. Default: ``epoll.close()``.
     """
 
-    wait: Callable[[EpollObject, int], list[tuple[int, int]]] = _wait
+    wait: Callable[[EpollObject, int, float], list[tuple[int, int]]] = _wait
     wake: Callable[[int], None] = _wake
     close: Callable[[int], None] = os.close
     close_epoll: Callable[[EpollObject], None] = _close_epoll

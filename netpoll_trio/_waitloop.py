@@ -77,6 +77,11 @@ class WaitThread:
             syscalls.close(self.wake_fd)
             raise
         self._stopping = False
+        self._closed = False
+        # Held while stopping and while closing the fds: the thread may see ``_stopping``
+        # and close the fds itself before the stopper has written the eventfd, and a wake
+        # written to a closed (or, worse, reused) fd number must never happen.
+        self._lifecycle = threading.Lock()
         self._pipe: tuple[int, int] | None = None
         self._thread: threading.Thread | None = None
 
@@ -107,13 +112,16 @@ class WaitThread:
             OSError: both the eventfd write and the fallback pipe failed; the thread may
                 then stay blocked until the next I/O event.
         """
-        if self._stopping:
-            return
-        self._stopping = True
-        try:
-            self.syscalls.wake(self.wake_fd)
-        except OSError:
-            self._wake_by_pipe()
+        with self._lifecycle:
+            if self._stopping:
+                return
+            self._stopping = True
+            if self._closed:
+                return  # the thread has finished and closed everything already
+            try:
+                self.syscalls.wake(self.wake_fd)
+            except OSError:
+                self._wake_by_pipe()
 
     def _wake_by_pipe(self) -> None:
         self._pipe = os.pipe2(os.O_CLOEXEC)
@@ -132,6 +140,14 @@ class WaitThread:
         replacement is expected to release the fd even when it raises, and a failing
         ``close_epoll`` is followed by a plain ``epoll.close()`` (which is idempotent).
         """
+        with self._lifecycle:
+            self._stopping = True  # nobody may wake this thread once its fds are gone
+            if self._closed:
+                return None
+            self._closed = True
+            return self._close_fds()
+
+    def _close_fds(self) -> OSError | None:
         errors: list[OSError] = []
         fds = [self.wake_fd, *(self._pipe or ())]
         self._pipe = None
@@ -163,7 +179,7 @@ class WaitThread:
         maxevents = INITIAL_EVENTS
         while not self._stopping:
             try:
-                records = wait(epoll, maxevents)
+                records = wait(epoll, maxevents, -1)
             except OSError as err:
                 if self._stopping:
                     return None

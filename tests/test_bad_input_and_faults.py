@@ -15,10 +15,12 @@ import pytest
 import trio
 
 import netpoll_trio as np
-from netpoll_trio import Config, Event, Poller, Syscalls
+from netpoll_trio import Event, Poller, Syscalls
 
-from .conftest import GatedWait, netpoll_threads, open_fds
+from .conftest import GatedWait, netpoll_threads, new_config, new_poller, open_fds
 from .test_poller import Signal, round_trip
+
+pytestmark = pytest.mark.usefixtures("poller_mode")
 
 READ, HUP, CLOSED = Event.READ, Event.HUP, Event.POLLER_CLOSED
 
@@ -33,7 +35,7 @@ async def still_works(poller: Poller, make_pair: Any) -> None:
 
 @pytest.mark.anyio
 async def test_closed_fd_is_refused_naming_the_fd(make_pair: Any) -> None:
-    async with Poller() as poller:
+    async with new_poller() as poller:
         r, w = os.pipe()
         os.close(r)
         os.close(w)
@@ -50,7 +52,7 @@ async def test_huge_and_negative_fds_are_refused() -> None:
         np.new_desc(-1, READ)
     with pytest.raises(np.NotFilerError, match="larger than any fd"):
         np.new_desc(2**31, READ)
-    async with Poller() as poller:
+    async with new_poller() as poller:
         with pytest.raises(OSError, match="fd 1999999") as info:
             poller.start(np.new_desc(1999999, READ))  # a valid number, but not open
         assert info.value.errno == errno.EBADF
@@ -58,7 +60,7 @@ async def test_huge_and_negative_fds_are_refused() -> None:
 
 @pytest.mark.anyio
 async def test_regular_file_is_refused_with_eperm_and_leaves_nothing(make_pair: Any) -> None:
-    async with Poller() as poller:
+    async with new_poller() as poller:
         with tempfile.TemporaryFile() as regular:
             fd = regular.fileno()
             with pytest.raises(PermissionError, match=f"fd {fd}: registering it with epoll"):
@@ -74,7 +76,7 @@ async def test_pipe_and_eventfd_work() -> None:
     r, w = os.pipe()
     efd = os.eventfd(0)
     try:
-        async with Poller() as poller:
+        async with new_poller() as poller:
             got = Signal()
             seen: list[tuple[str, Event]] = []
             for name, fd in (("pipe", r), ("eventfd", efd)):
@@ -101,7 +103,7 @@ async def test_pipe_and_eventfd_work() -> None:
 @pytest.mark.anyio
 async def test_unknown_desc_and_wrong_types(make_pair: Any) -> None:
     a, _ = make_pair()
-    async with Poller() as poller:
+    async with new_poller() as poller:
         unknown = np.handle_read(a)
         with pytest.raises(np.NotRegisteredError, match="not registered before"):
             poller.stop(unknown)
@@ -122,7 +124,7 @@ async def test_desc_with_no_read_or_write_interest_gets_only_hup(make_pair: Any)
     a, b = make_pair()
     got = Signal()
     events: list[Event] = []
-    async with Poller() as poller:
+    async with new_poller() as poller:
         desc = np.handle(a, Event.EDGE_TRIGGERED)  # no READ/WRITE: allowed, as in Go
 
         def cb(ev: Event) -> None:
@@ -145,7 +147,7 @@ async def test_aclose_from_a_task_spawned_by_a_callback(make_pair: Any) -> None:
     a, b = make_pair()
     got: list[Event] = []
     closed = Signal()
-    async with Poller() as poller, anyio.create_task_group() as tg:
+    async with new_poller() as poller, anyio.create_task_group() as tg:
 
         def cb(ev: Event) -> None:
             got.append(ev)
@@ -164,13 +166,14 @@ async def test_aclose_from_a_task_spawned_by_a_callback(make_pair: Any) -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.thread_only
 async def test_failed_wake_up_still_closes_and_leaks_nothing(make_pair: Any) -> None:
     def wake(fd: int) -> None:
         raise OSError(errno.EIO, "injected wake failure")
 
     a, _ = make_pair()
     got: list[Event] = []
-    async with Poller(Config(syscalls=Syscalls(wake=wake))) as poller:
+    async with new_poller(new_config(syscalls=Syscalls(wake=wake))) as poller:
         poller.start(np.handle_read(a), got.append)
     assert got == [CLOSED]  # hygiene: no thread, no fd left (fallback pipe closed too)
 
@@ -178,24 +181,30 @@ async def test_failed_wake_up_still_closes_and_leaks_nothing(make_pair: Any) -> 
 @pytest.mark.anyio
 async def test_failed_close_is_raised_after_closing_everything(make_pair: Any) -> None:
     def close(fd: int) -> None:
-        os.close(fd)
+        os.close(fd)  # as close(2) on Linux: the fd is released, then the error reported
+        raise OSError(errno.EIO, "injected close failure")
+
+    def close_epoll(ep: Any) -> None:
+        ep.close()
         raise OSError(errno.EIO, "injected close failure")
 
     a, _ = make_pair()
     got: list[Event] = []
+    seam = Syscalls(close=close, close_epoll=close_epoll)
     with pytest.raises(OSError, match="injected close failure"):
-        async with Poller(Config(syscalls=Syscalls(close=close))) as poller:
+        async with new_poller(new_config(syscalls=seam)) as poller:
             poller.start(np.handle_read(a), got.append)
     assert got == [CLOSED]
 
 
 @pytest.mark.anyio
+@pytest.mark.thread_only
 async def test_cancelling_the_scope_with_a_batch_in_flight(make_pair: Any) -> None:
     a, b = make_pair()
     gated = GatedWait()
     got: list[Event] = []
     with anyio.CancelScope() as scope:
-        async with Poller(Config(syscalls=Syscalls(wait=gated))) as poller:
+        async with new_poller(new_config(syscalls=Syscalls(wait=gated))) as poller:
             poller.start(np.handle_read(a), got.append)
             gated.gate = True
             b.send(b"x")
@@ -208,6 +217,7 @@ async def test_cancelling_the_scope_with_a_batch_in_flight(make_pair: Any) -> No
     assert got in ([CLOSED], [READ, CLOSED])
 
 
+@pytest.mark.thread_only
 def test_event_loop_finishing_while_the_thread_holds_a_batch() -> None:
     """A poller entered by hand and never closed: the run ends while the wait thread holds
     a batch. The hand-off fails quietly (no TrioInternalError), the thread ends, and the
@@ -217,7 +227,7 @@ def test_event_loop_finishing_while_the_thread_holds_a_batch() -> None:
     holder: dict[str, Poller] = {}
 
     async def main() -> None:
-        poller = Poller(Config(syscalls=Syscalls(wait=gated)))
+        poller = new_poller(new_config(syscalls=Syscalls(wait=gated)))
         await poller.__aenter__()
         holder["poller"] = poller
         poller.start(np.handle_read(a))
@@ -242,7 +252,7 @@ def test_no_thread_or_fd_survives_a_run_that_raises() -> None:
     before = open_fds()
 
     async def main() -> None:
-        async with Poller():
+        async with new_poller():
             raise ZeroDivisionError
 
     with pytest.raises(ZeroDivisionError):

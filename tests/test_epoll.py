@@ -304,8 +304,8 @@ def test_bug5_dead_wait_loop_closes_the_instance(
     order: list[str] = []
     done = threading.Event()
 
-    def wait(ep: Any, maxevents: int) -> list[tuple[int, int]]:
-        records = Syscalls().wait(ep, maxevents)
+    def wait(ep: Any, maxevents: int, timeout: float) -> list[tuple[int, int]]:
+        records = Syscalls().wait(ep, maxevents, timeout)
         if fail.is_set():
             raise OSError(errno.EIO, "injected fatal wait error")
         return records
@@ -341,7 +341,7 @@ def test_bug5_default_reporting_logs(
     ep = Epoll(
         EpollConfig(
             syscalls=Syscalls(
-                wait=lambda ep, n: (_ for _ in ()).throw(OSError(errno.EIO, "injected"))
+                wait=lambda ep, n, timeout: (_ for _ in ()).throw(OSError(errno.EIO, "injected"))
             )
         )
     )
@@ -358,10 +358,10 @@ def test_temporary_wait_errors_are_retried(sockpair: tuple[socket.socket, socket
     pending = list(failures)
     got = threading.Event()
 
-    def wait(ep: Any, maxevents: int) -> list[tuple[int, int]]:
+    def wait(ep: Any, maxevents: int, timeout: float) -> list[tuple[int, int]]:
         if pending:
             raise OSError(pending.pop(0), "injected temporary error")
-        return Syscalls().wait(ep, maxevents)
+        return Syscalls().wait(ep, maxevents, timeout)
 
     with Epoll(EpollConfig(syscalls=Syscalls(wait=wait))) as ep:
         ep.add(a.fileno(), IN, lambda ev: got.set())

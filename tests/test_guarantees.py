@@ -13,12 +13,12 @@ import anyio
 import pytest
 
 import netpoll_trio as np
-from netpoll_trio import Config, Event, Poller, Syscalls
+from netpoll_trio import Event, Poller, Syscalls
 
-from .conftest import GatedWait, drain
+from .conftest import GatedWait, drain, new_config, new_poller
 from .test_poller import Signal, round_trip
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("poller_mode")]
 
 READ, CLOSED = Event.READ, Event.POLLER_CLOSED
 
@@ -26,12 +26,13 @@ READ, CLOSED = Event.READ, Event.POLLER_CLOSED
 # ----------------------------------------------------------------- no event after stop()
 
 
+@pytest.mark.thread_only
 async def test_no_event_after_stop_even_one_already_collected(make_pair: Any) -> None:
     a, b = make_pair()
     probe = make_pair()
     gated = GatedWait()
     got: list[Event] = []
-    async with Poller(Config(syscalls=Syscalls(wait=gated))) as poller:
+    async with new_poller(new_config(syscalls=Syscalls(wait=gated))) as poller:
         desc = np.handle_read(a)
         poller.start(desc, got.append)
         gated.gate = True
@@ -43,12 +44,13 @@ async def test_no_event_after_stop_even_one_already_collected(make_pair: Any) ->
     assert got == []
 
 
+@pytest.mark.thread_only
 async def test_a_callback_stopping_a_later_record_of_its_batch(make_pair: Any) -> None:
     (a1, b1), (a2, b2) = make_pair(), make_pair()
     probe = make_pair()
     gated = GatedWait()
     calls: list[int] = []
-    async with Poller(Config(syscalls=Syscalls(wait=gated))) as poller:
+    async with new_poller(new_config(syscalls=Syscalls(wait=gated))) as poller:
         d1, d2 = np.handle_read(a1), np.handle_read(a2)
 
         def make(me: int, other: np.Desc) -> Any:
@@ -73,7 +75,7 @@ async def test_a_callback_stopping_a_later_record_of_its_batch(make_pair: Any) -
 async def test_stopped_while_queued_in_the_shared_stream(make_pair: Any) -> None:
     (a1, b1), (a2, b2) = make_pair(), make_pair()
     probe = make_pair()
-    async with Poller() as poller:
+    async with new_poller() as poller:
         d1, d2 = np.handle_read(a1), np.handle_read(a2)
         poller.start(d1)
         poller.start(d2)
@@ -91,7 +93,7 @@ async def test_stopped_while_queued_in_the_shared_stream(make_pair: Any) -> None
 async def test_stopped_while_pending_in_a_watch_stream(make_pair: Any) -> None:
     a, b = make_pair()
     probe = make_pair()
-    async with Poller() as poller:
+    async with new_poller() as poller:
         desc = np.handle_read(a)
         async with poller.watch(desc) as events:
             b.send(b"x")
@@ -113,7 +115,12 @@ async def test_slow_edge_triggered_consumer_reads_every_byte(make_pair: Any, sty
 
     async def writer() -> None:
         for i in range(chunks):
-            b.send(bytes([i % 256]) * (i % 7 + 1))
+            while True:
+                try:
+                    b.send(bytes([i % 256]) * (i % 7 + 1))
+                    break
+                except BlockingIOError:  # the slow consumer let the buffer fill up
+                    await anyio.wait_writable(b)
             await anyio.sleep(0)
 
     async def slow_handle() -> bool:
@@ -124,7 +131,7 @@ async def test_slow_edge_triggered_consumer_reads_every_byte(make_pair: Any, sty
 
     total = sum(i % 7 + 1 for i in range(chunks))
     with anyio.fail_after(20):
-        async with Poller() as poller, anyio.create_task_group() as tg:
+        async with new_poller() as poller, anyio.create_task_group() as tg:
             desc = np.handle_read(a)
             tg.start_soon(writer)
             if style == "watch":
@@ -150,7 +157,7 @@ async def test_slow_edge_triggered_consumer_reads_every_byte(make_pair: Any, sty
 async def test_level_triggered_busy_consumer_does_not_spin(make_pair: Any, style: str) -> None:
     a, b = make_pair()
     probe = make_pair()
-    async with Poller() as poller:
+    async with new_poller() as poller:
         desc = np.handle(a, READ)  # level-triggered
         b.send(b"x")  # and never read: the fd stays readable throughout
         async with contextlib.AsyncExitStack() as stack:
@@ -180,7 +187,7 @@ async def test_level_triggered_busy_consumer_does_not_spin(make_pair: Any, style
 
 async def test_idle_poller_does_not_wake(make_pair: Any) -> None:
     probe = make_pair()
-    async with Poller() as poller:
+    async with new_poller() as poller:
         for _ in range(50):
             await anyio.sleep(0)
         await round_trip(poller, probe)
@@ -191,8 +198,8 @@ async def test_idle_poller_does_not_wake(make_pair: Any) -> None:
 
 
 def _failing_wait(fail: threading.Event) -> Syscalls:
-    def wait(ep: Any, maxevents: int) -> list[tuple[int, int]]:
-        records = Syscalls().wait(ep, maxevents)
+    def wait(ep: Any, maxevents: int, timeout: float) -> list[tuple[int, int]]:
+        records = Syscalls().wait(ep, maxevents, timeout)
         if fail.is_set():
             raise OSError(errno.EIO, "injected fatal wait error")
         return records
@@ -205,7 +212,7 @@ async def test_dead_wait_loop_propagates_out_of_the_block(make_pair: Any) -> Non
     fail = threading.Event()
     got: list[Event] = []
     with pytest.raises(OSError, match="injected fatal wait error"):
-        async with Poller(Config(syscalls=_failing_wait(fail))) as poller:
+        async with new_poller(new_config(syscalls=_failing_wait(fail))) as poller:
             poller.start(np.handle_read(a), got.append)
             fail.set()
             b.send(b"x")
@@ -225,7 +232,7 @@ async def test_dead_wait_loop_with_on_wait_error(make_pair: Any) -> None:
         errors.append(err)
         reported.set()
 
-    config = Config(on_wait_error=on_wait_error, syscalls=_failing_wait(fail))
+    config = new_config(on_wait_error=on_wait_error, syscalls=_failing_wait(fail))
     async with Poller(config) as poller:
         poller.start(np.handle_read(a), got.append)
         fail.set()
@@ -241,12 +248,12 @@ async def test_temporary_wait_errors_are_retried(make_pair: Any) -> None:
     pending = [errno.EINTR, errno.EAGAIN, errno.EMFILE]
     step = Signal()
 
-    def wait(ep: Any, maxevents: int) -> list[tuple[int, int]]:
+    def wait(ep: Any, maxevents: int, timeout: float) -> list[tuple[int, int]]:
         if pending:
             raise OSError(pending.pop(0), "injected temporary error")
-        return Syscalls().wait(ep, maxevents)
+        return Syscalls().wait(ep, maxevents, timeout)
 
-    async with Poller(Config(syscalls=Syscalls(wait=wait))) as poller:
+    async with new_poller(new_config(syscalls=Syscalls(wait=wait))) as poller:
         desc = np.handle_read(a)
         poller.start(desc, lambda ev: step.set())
         b.send(b"x")
@@ -263,7 +270,7 @@ async def test_raising_on_poller_closed_propagates(make_pair: Any) -> None:
             raise RuntimeError("cleanup failed")
 
     with pytest.raises(RuntimeError, match="cleanup failed"):
-        async with Poller() as poller:
+        async with new_poller() as poller:
             poller.start(np.handle_read(a), cb)
 
 
@@ -275,7 +282,7 @@ async def test_stale_entry_is_replaced_when_the_fd_number_is_reused(make_pair: A
     old_events: list[Event] = []
     new_events: list[Event] = []
     step = Signal()
-    async with Poller() as poller:
+    async with new_poller() as poller:
         old = np.handle_read(a)
         poller.start(old, old_events.append)
         fd = a.fileno()
@@ -301,7 +308,7 @@ async def test_stale_entry_is_replaced_when_the_fd_number_is_reused(make_pair: A
 
 async def test_stop_of_a_desc_whose_fd_was_closed(make_pair: Any) -> None:
     a, _ = socket.socketpair()
-    async with Poller() as poller:
+    async with new_poller() as poller:
         desc = np.handle_read(a)
         poller.start(desc)
         a.close()
@@ -312,7 +319,7 @@ async def test_stop_of_a_desc_whose_fd_was_closed(make_pair: Any) -> None:
 
 async def test_a_second_desc_for_a_live_fd_is_refused(make_pair: Any) -> None:
     a, _ = make_pair()
-    async with Poller() as poller:
+    async with new_poller() as poller:
         first = np.handle_read(a)
         poller.start(first)
         with pytest.raises(np.RegisteredError, match="registered by <Desc"):
@@ -336,7 +343,7 @@ async def test_start_stop_resume_are_plain_functions() -> None:
 
 async def test_use_from_another_thread_is_refused(make_pair: Any) -> None:
     a, _ = make_pair()
-    async with Poller() as poller:
+    async with new_poller() as poller:
         desc = np.handle_read(a)
         with pytest.raises(RuntimeError, match="thread running the event loop"):
             await anyio.to_thread.run_sync(poller.start, desc)

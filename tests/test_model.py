@@ -19,9 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import netpoll_trio as np
-from netpoll_trio import Event, Poller
+from netpoll_trio import Event
 
-from .conftest import drain
+from .conftest import drain, new_poller
+
+pytestmark = pytest.mark.usefixtures("poller_mode")
 
 SLOTS = 3
 MODES = {
@@ -64,7 +66,7 @@ async def run_program(program: list[tuple[object, ...]]) -> None:
     probe_a, probe_b = socket.socketpair()
     dead: list[socket.socket] = []
     try:
-        async with Poller() as poller:
+        async with new_poller() as poller:
             got_probe = anyio.Event()
 
             async def sync() -> None:

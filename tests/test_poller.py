@@ -16,9 +16,9 @@ import pytest
 import netpoll_trio as np
 from netpoll_trio import ClosedError, Event, Poller
 
-from .conftest import drain, fill
+from .conftest import drain, fill, new_poller
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("poller_mode")]
 
 READ, WRITE, HUP, READ_HUP, ERR = Event.READ, Event.WRITE, Event.HUP, Event.READ_HUP, Event.ERR
 CLOSED = Event.POLLER_CLOSED
@@ -60,7 +60,7 @@ async def test_go_read_once(sockpair: tuple[socket.socket, socket.socket]) -> No
     events: list[Event] = []
     received = bytearray()
     step = Signal()
-    async with Poller() as poller:
+    async with new_poller() as poller:
         desc = np.handle_read_once(a)
 
         def on_event(ev: Event) -> None:
@@ -86,7 +86,7 @@ async def test_go_write_once(make_pair: Any) -> None:
     probe = make_pair()
     events: list[Event] = []
     step = Signal()
-    async with Poller() as poller:
+    async with new_poller() as poller:
         fill(a)
         desc = np.handle_write_once(a)
 
@@ -124,7 +124,7 @@ async def test_callback_runs_on_the_loop_thread_and_may_start_stop(make_pair: An
     (a1, b1), (a2, b2) = make_pair(), make_pair()
     threads: list[int] = []
     step = Signal()
-    async with Poller() as poller:
+    async with new_poller() as poller:
         d1, d2 = np.handle_read(a1), np.handle_read(a2)
 
         def second(ev: Event) -> None:
@@ -153,7 +153,7 @@ async def test_callback_may_use_anyio(sockpair: tuple[socket.socket, socket.sock
     async def child() -> None:
         ran.set()
 
-    async with Poller() as poller, anyio.create_task_group() as tg:
+    async with new_poller() as poller, anyio.create_task_group() as tg:
         desc = np.handle_read(a)
 
         def on_event(ev: Event) -> None:
@@ -175,7 +175,7 @@ async def test_callback_exception_propagates_out_of_the_block(make_pair: Any) ->
         raise ValueError("callback bug")
 
     with pytest.raises(ValueError, match="callback bug"):
-        async with Poller() as poller:
+        async with new_poller() as poller:
             poller.start(np.handle_read(a2), others.append)
             poller.start(np.handle_read(a1), bad)
             b1.send(b"x")
@@ -189,7 +189,7 @@ async def test_callback_exception_propagates_out_of_the_block(make_pair: Any) ->
 
 async def test_watch_stream(sockpair: tuple[socket.socket, socket.socket]) -> None:
     a, b = sockpair
-    async with Poller() as poller:
+    async with new_poller() as poller:
         async with poller.watch(np.handle_read(a)) as events:
             assert poller.statistics().registered == 1
             b.send(b"x")
@@ -204,7 +204,7 @@ async def test_watch_cancellation_stops_the_registration(
     sockpair: tuple[socket.socket, socket.socket],
 ) -> None:
     a, _ = sockpair
-    async with Poller() as poller:
+    async with new_poller() as poller:
         with anyio.CancelScope() as scope:
             async with poller.watch(np.handle_read(a)) as events:
                 assert poller.statistics().registered == 1
@@ -231,7 +231,7 @@ async def test_watch_cancelled_by_a_failing_sibling(
             async for _ in events:
                 pass
 
-    async with Poller() as poller:
+    async with new_poller() as poller:
         with pytest.raises(Exception) as info:  # noqa: PT011 - anyio/trio group types differ
             async with anyio.create_task_group() as tg:
                 tg.start_soon(watcher, poller)
@@ -246,7 +246,7 @@ async def test_watch_one_shot_rearms_when_the_consumer_asks_again(
 ) -> None:
     a, b = sockpair
     got = []
-    async with Poller() as poller, poller.watch(np.handle_read_once(a)) as events:
+    async with new_poller() as poller, poller.watch(np.handle_read_once(a)) as events:
         for i in range(3):
             b.send(bytes([i]))
             ev = await events.__anext__()
@@ -259,7 +259,7 @@ async def test_watch_yields_poller_closed_once_then_ends(
 ) -> None:
     a, b = sockpair
     seen: list[Event] = []
-    async with Poller() as poller, poller.watch(np.handle_read(a)) as events:
+    async with new_poller() as poller, poller.watch(np.handle_read(a)) as events:
         b.send(b"x")  # pending, not taken: dropped by the close
         await poller.aclose()
         seen.extend([ev async for ev in events])
@@ -271,7 +271,7 @@ async def test_watch_of_a_started_desc_is_refused(
     sockpair: tuple[socket.socket, socket.socket],
 ) -> None:
     a, _ = sockpair
-    async with Poller() as poller:
+    async with new_poller() as poller:
         desc = np.handle_read(a)
         poller.start(desc, lambda ev: None)
         with pytest.raises(np.RegisteredError):
@@ -287,7 +287,7 @@ async def test_watch_stream_ends_when_its_desc_is_stopped(
     sockpair: tuple[socket.socket, socket.socket],
 ) -> None:
     a, _ = sockpair
-    async with Poller() as poller:
+    async with new_poller() as poller:
         desc = np.handle_read(a)
         async with poller.watch(desc) as events, anyio.create_task_group() as tg:
             ended = anyio.Event()
@@ -312,7 +312,7 @@ async def test_shared_stream_each_desc_to_exactly_one_worker(make_pair: Any) -> 
     taken: list[tuple[int, np.Desc]] = []
     closed_seen: list[np.Desc] = []
     ended: list[int] = []
-    async with Poller() as poller, anyio.create_task_group() as tg:
+    async with new_poller() as poller, anyio.create_task_group() as tg:
         for a, _ in pairs:
             desc = np.handle_read(a)
             by_desc[desc] = a
@@ -345,7 +345,7 @@ async def test_shared_stream_coalesces_while_queued(
     a, b = sockpair
     probe = socket.socketpair()
     try:
-        async with Poller() as poller:
+        async with new_poller() as poller:
             desc = np.handle_read_write(a)
             poller.start(desc)
             b.send(b"1")
@@ -368,7 +368,7 @@ async def test_shared_stream_coalesces_while_queued(
 async def test_close_delivers_exactly_poller_closed_before_aclose_returns(make_pair: Any) -> None:
     (a1, b1), (a2, _), (a3, _) = make_pair(), make_pair(), make_pair()
     got: list[Event] = []
-    async with Poller() as poller:
+    async with new_poller() as poller:
         poller.start(np.handle_read(a1), got.append)
         stopped = np.handle_read(a2)
         poller.start(stopped, got.append)
@@ -399,7 +399,7 @@ async def test_leaving_by_exception_closes(sockpair: tuple[socket.socket, socket
     a, _ = sockpair
     got: list[Event] = []
     with pytest.raises(KeyError):
-        async with Poller() as poller:
+        async with new_poller() as poller:
             poller.start(np.handle_read(a), got.append)
             raise KeyError("body failed")
     assert poller.closed
@@ -412,7 +412,7 @@ async def test_leaving_by_cancellation_closes(
     a, _ = sockpair
     got: list[Event] = []
     with anyio.CancelScope() as scope:
-        async with Poller() as poller:
+        async with new_poller() as poller:
             poller.start(np.handle_read(a), got.append)
             scope.cancel()
             await anyio.sleep_forever()
@@ -426,7 +426,7 @@ async def test_statistics_is_immutable_and_counts(
 ) -> None:
     a, b = sockpair
     step = Signal()
-    async with Poller() as poller:
+    async with new_poller() as poller:
         before = poller.statistics()
         assert (before.registered, before.events_delivered, before.batches) == (0, 0, 0)
         poller.start(np.handle_read(a), lambda ev: step.set())
@@ -442,7 +442,7 @@ async def test_statistics_is_immutable_and_counts(
 
 
 async def test_entering_twice_and_use_before_entering() -> None:
-    poller = Poller()
+    poller = new_poller()
     with pytest.raises(RuntimeError, match="not open yet"):
         poller.start(np.new_desc(0, READ))
     async with poller:

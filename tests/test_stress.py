@@ -30,9 +30,11 @@ import anyio
 import pytest
 
 import netpoll_trio as np
-from netpoll_trio import Event, Poller
+from netpoll_trio import Event
 
-pytestmark = [pytest.mark.stress, pytest.mark.anyio]
+from .conftest import new_poller
+
+pytestmark = [pytest.mark.stress, pytest.mark.anyio, pytest.mark.usefixtures("poller_mode")]
 
 CONNECTIONS = int(os.environ.get("NETPOLL_STRESS_CONNECTIONS", "1000"))
 MESSAGES = int(os.environ.get("NETPOLL_STRESS_MESSAGES", "100000"))
@@ -134,7 +136,7 @@ async def run_stress(
     next_id = 0
     all_done = anyio.Event()
 
-    async with Poller() as poller, anyio.create_task_group() as tg:
+    async with new_poller() as poller, anyio.create_task_group() as tg:
 
         def open_conn() -> None:
             nonlocal next_id
@@ -322,7 +324,7 @@ async def test_cancellation_storm(anyio_backend: Any, make_pair: Any) -> None:
     pairs = [make_pair() for _ in range(200)]
     rng = random.Random(7)
     entered = 0
-    async with Poller() as poller:
+    async with new_poller() as poller:
         for round_ in range(10):
             async with anyio.create_task_group() as tg:
                 for a, _b in pairs:

@@ -9,15 +9,17 @@ import trio
 import trio.testing
 
 import netpoll_trio as np
-from netpoll_trio import Event, Poller
+from netpoll_trio import Event
 
-pytestmark = pytest.mark.trio
+from .conftest import new_poller
+
+pytestmark = [pytest.mark.trio, pytest.mark.usefixtures("poller_mode")]
 
 
 async def test_async_methods_are_checkpoints(sockpair: tuple[socket.socket, socket.socket]) -> None:
     a, b = sockpair
     with trio.testing.assert_checkpoints():
-        poller = await Poller().__aenter__()
+        poller = await new_poller().__aenter__()
     try:
         desc = np.handle_read(a)
         watch = poller.watch(desc)
@@ -48,7 +50,7 @@ async def test_cancelled_checkpoint_loses_no_event(
     sockpair: tuple[socket.socket, socket.socket],
 ) -> None:
     a, b = sockpair
-    async with Poller() as poller, poller.watch(np.handle_read(a)) as events:
+    async with new_poller() as poller, poller.watch(np.handle_read(a)) as events:
         b.send(b"x")
         while not poller.statistics().events_delivered:
             await trio.sleep(0)
