@@ -231,29 +231,37 @@ def handle(conn: object, event: Event) -> Desc:
     return Desc._handled(fd, event)
 
 
+# Computed once: IntFlag arithmetic costs more than the rest of a handle_*() call.
+_READ = Event.READ | Event.EDGE_TRIGGERED
+_READ_ONCE = Event.READ | Event.ONE_SHOT
+_WRITE = Event.WRITE | Event.EDGE_TRIGGERED
+_WRITE_ONCE = Event.WRITE | Event.ONE_SHOT
+_READ_WRITE = Event.READ | Event.WRITE | Event.EDGE_TRIGGERED
+
+
 def handle_read(conn: object) -> Desc:
     """``handle(conn, READ | EDGE_TRIGGERED)``."""
-    return handle(conn, Event.READ | Event.EDGE_TRIGGERED)
+    return handle(conn, _READ)
 
 
 def handle_read_once(conn: object) -> Desc:
     """``handle(conn, READ | ONE_SHOT)``."""
-    return handle(conn, Event.READ | Event.ONE_SHOT)
+    return handle(conn, _READ_ONCE)
 
 
 def handle_write(conn: object) -> Desc:
     """``handle(conn, WRITE | EDGE_TRIGGERED)``."""
-    return handle(conn, Event.WRITE | Event.EDGE_TRIGGERED)
+    return handle(conn, _WRITE)
 
 
 def handle_write_once(conn: object) -> Desc:
     """``handle(conn, WRITE | ONE_SHOT)``."""
-    return handle(conn, Event.WRITE | Event.ONE_SHOT)
+    return handle(conn, _WRITE_ONCE)
 
 
 def handle_read_write(conn: object) -> Desc:
     """``handle(conn, READ | WRITE | EDGE_TRIGGERED)``."""
-    return handle(conn, Event.READ | Event.WRITE | Event.EDGE_TRIGGERED)
+    return handle(conn, _READ_WRITE)
 
 
 def handle_listener(listener: object, event: Event) -> Desc:

@@ -62,18 +62,21 @@ _EPOLLONESHOT = int(EpollEvent.EPOLLONESHOT)
 _ONE_SHOT = int(Event.ONE_SHOT)
 _EDGE_TRIGGERED = int(Event.EDGE_TRIGGERED)
 
-# (event value, armed one-shot?) -> interest mask; shared ints, not one per registration.
-_interest_cache: dict[tuple[int, bool], int] = {}
+# event value (| _ONESHOT_KEY) -> interest mask; shared ints, not one per registration.
+_interest_cache: dict[int, int] = {}
 
 
 def interest_of(event: Event, oneshot: bool = False) -> int:
     """The ``epoll_ctl`` mask for a Desc's event (plus EPOLLONESHOT if asked), memoised."""
-    key = (event._value_, oneshot)
+    key = event._value_ | (_ONESHOT_KEY if oneshot else 0)
     try:
         return _interest_cache[key]
     except KeyError:
         mask = int(event.to_epoll()) | (_EPOLLONESHOT if oneshot else 0)
         return _interest_cache.setdefault(key, mask)
+
+
+_ONESHOT_KEY = 1 << 20  # above every Event bit: "armed one-shot" in a cache key
 
 
 class Registration:
@@ -103,7 +106,10 @@ class CallbackRegistration(Registration):
     __slots__ = ("callback",)
 
     def __init__(self, desc: Desc, epoch: int, callback: Callback) -> None:
-        super().__init__(desc, epoch, interest_of(desc.event))
+        # No super().__init__: this runs once per start() and every call counts there.
+        self.desc = desc
+        self.epoch = epoch
+        self.interest = interest_of(desc._event)
         self.callback = callback
 
     def deliver(self, mask: int) -> None:

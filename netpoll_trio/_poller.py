@@ -256,7 +256,7 @@ class Poller:
         """Register ``desc`` as ``kind(desc, epoch, target)``; see :meth:`start`."""
         if not isinstance(desc, Desc):
             raise TypeError(f"expected a Desc (from handle() or new_desc()), got {desc!r}")
-        fd = desc.fileno()
+        fd = desc._fd
         regs = self._dispatcher.regs
         old = regs.get(fd)
         if old is not None and old.desc is desc:

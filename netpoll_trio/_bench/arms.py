@@ -268,5 +268,26 @@ ARMS: dict[str, Arm] = {
             "netpoll anyio-asyncio watch/conn",
             _netpoll(_netpoll_watch, "asyncio"),
         ),
+        # The threadless mode: Config(wait_thread=False).
+        Arm(
+            "np-trio-callback-nt",
+            "netpoll trio callback, no thread",
+            _netpoll(_netpoll_callbacks, "trio", wait_thread=False),
+        ),
+        Arm(
+            "np-trio-shared8-nt",
+            "netpoll trio shared x8, no thread",
+            _netpoll(_netpoll_shared, "trio", wait_thread=False),
+        ),
+        Arm(
+            "np-trio-watch-nt",
+            "netpoll trio watch/conn, no thread",
+            _netpoll(_netpoll_watch, "trio", wait_thread=False),
+        ),
+        Arm(
+            "np-asyncio-callback-nt",
+            "netpoll anyio-asyncio callback, no thread",
+            _netpoll(_netpoll_callbacks, "asyncio", wait_thread=False),
+        ),
     ]
 }

@@ -17,6 +17,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import time
 import tracemalloc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ class Settings:
     connections: Sequence[int] = (1000, 9000)
     arms: Sequence[str] = tuple(ARMS)
     runs: int = 3
-    seconds: float = 0.4
+    seconds: float = 0.3
     inflight: int = 256
     high_inflight: int = 512
     burst: int = 64
@@ -165,6 +166,9 @@ def summarize(n: int, raw: dict[str, Any]) -> dict[str, dict[str, float]]:
         "np-asyncio-callback": "callback",
         "np-trio-shared8": "shared",
         "np-asyncio-shared8": "shared",
+        "np-trio-callback-nt": "callback",
+        "np-asyncio-callback-nt": "callback",
+        "np-trio-shared8-nt": "shared",
     }
     for name, runs in raw["runs"].items():
         burst = [r["burst"] for r in runs]
@@ -194,6 +198,7 @@ def summarize(n: int, raw: dict[str, Any]) -> dict[str, dict[str, float]]:
             row["bytes_per_conn"] = mem["memory_bytes"] / n
         if name in style_of and style_of[name] in raw["library"]:
             row["library_bytes_per_conn"] = raw["library"][style_of[name]]
+            row["library_register_us"] = raw["library"][f"{style_of[name]}_register_us"]
         out[name] = row
     return out
 
@@ -222,11 +227,24 @@ async def _library_bytes_async(conns: list[socket.socket]) -> dict[str, float]:
     out = {}
     async with Poller() as poller:
         for style in ("callback", "shared"):
+            callback = _ignore if style == "callback" else None
+            # Timed with tracemalloc paused: handle() + start() and nothing else.
+            tracemalloc.stop()
+            descs = []
+            start = time.perf_counter()
+            for sock in conns:
+                desc = handle_read(sock)
+                poller.start(desc, callback)
+                descs.append(desc)
+            out[f"{style}_register_us"] = (time.perf_counter() - start) / len(conns) * 1e6
+            for desc in descs:
+                poller.stop(desc)
+            tracemalloc.start()
             gc.collect()
             before = tracemalloc.get_traced_memory()[0]
             descs = [handle_read(sock) for sock in conns]
             for desc in descs:
-                poller.start(desc, _ignore if style == "callback" else None)
+                poller.start(desc, callback)
             out[style] = (tracemalloc.get_traced_memory()[0] - before) / len(conns)
             for desc in descs:
                 poller.stop(desc)
