@@ -10,22 +10,15 @@ doing the same work on the same sockets (the Python ceiling).
 
 from __future__ import annotations
 
-import select
 import socket
 import statistics
 import sys
 import threading
 import time
 
+from _common import drain, raw_epoll_round_seconds
+
 from netpoll_trio import Epoll, EpollEvent
-
-
-def drain(sock: socket.socket) -> None:
-    try:
-        while sock.recv(65536):
-            pass
-    except BlockingIOError:
-        pass
 
 
 def bench_epoll(pairs: list[tuple[socket.socket, socket.socket]], rounds: int) -> float:
@@ -61,26 +54,6 @@ def bench_epoll(pairs: list[tuple[socket.socket, socket.socket]], rounds: int) -
     return statistics.median(times)
 
 
-def bench_raw(pairs: list[tuple[socket.socket, socket.socket]], rounds: int) -> float:
-    ep = select.epoll()
-    by_fd = {a.fileno(): a for a, _ in pairs}
-    for fd in by_fd:
-        ep.register(fd, select.EPOLLIN | select.EPOLLET)
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _, b in pairs:
-            b.send(b"x")
-        remaining = len(pairs)
-        while remaining:
-            for fd, _ in ep.poll(-1, 32768):
-                drain(by_fd[fd])
-                remaining -= 1
-        times.append(time.perf_counter() - start)
-    ep.close()
-    return statistics.median(times)
-
-
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 20
@@ -88,7 +61,10 @@ def main() -> None:
     for a, _ in pairs:
         a.setblocking(False)
     try:
-        for name, bench in (("raw select.epoll", bench_raw), ("netpoll Epoll", bench_epoll)):
+        for name, bench in (
+            ("raw select.epoll", raw_epoll_round_seconds),
+            ("netpoll Epoll", bench_epoll),
+        ):
             t = bench(pairs, rounds)
             print(
                 f"{name:18s} {n / t:12,.0f} events/s  {t / n * 1e6:6.2f} us/event "

@@ -11,7 +11,6 @@ loop (the ceiling) and by trio tasks parked in wait_readable (the baseline).
 
 from __future__ import annotations
 
-import select
 import socket
 import statistics
 import sys
@@ -20,18 +19,9 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 import trio
+from _common import Pairs, drain, raw_epoll_round_seconds
 
 from netpoll_trio import Event, Poller, handle_read
-
-Pairs = list[tuple[socket.socket, socket.socket]]
-
-
-def drain(sock: socket.socket) -> None:
-    try:
-        while sock.recv(65536):
-            pass
-    except BlockingIOError:
-        pass
 
 
 class Rounds:
@@ -125,23 +115,7 @@ async def trio_tasks(pairs: Pairs, rounds: int) -> float:
 
 
 def raw_epoll(pairs: Pairs, rounds: int) -> float:
-    ep = select.epoll()
-    by_fd = {a.fileno(): a for a, _ in pairs}
-    for fd in by_fd:
-        ep.register(fd, select.EPOLLIN | select.EPOLLET)
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _, b in pairs:
-            b.send(b"x")
-        left = len(pairs)
-        while left:
-            for fd, _ in ep.poll(-1, 32768):
-                drain(by_fd[fd])
-                left -= 1
-        times.append(time.perf_counter() - start)
-    ep.close()
-    return statistics.median(times) / len(pairs) * 1e6
+    return raw_epoll_round_seconds(pairs, rounds) / len(pairs) * 1e6
 
 
 def main() -> None:

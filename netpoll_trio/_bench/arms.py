@@ -140,8 +140,12 @@ def uvloop_add_reader(conns: list[socket.socket], session: Session) -> None:
 # ----------------------------------------------------------------- netpoll_trio
 
 
-async def _wait_control(session: Session) -> None:
-    await anyio.wait_readable(session.control)
+async def _serve_phases(session: Session, poller: Poller) -> None:
+    """Serve every phase (the poller does the work meanwhile), then keep its counters."""
+    while session.next_phase():
+        await anyio.wait_readable(session.control)
+        session.finish_phase()
+    session.statistics = poller.statistics()
 
 
 async def _netpoll_callbacks(conns: list[socket.socket], session: Session, config: Config) -> None:
@@ -153,10 +157,7 @@ async def _netpoll_callbacks(conns: list[socket.socket], session: Session, confi
             poller.start(desc, functools.partial(_on_event, sock))
             descs.append(desc)
         session.registered()
-        while session.next_phase():
-            await _wait_control(session)
-            session.finish_phase()
-        session.statistics = poller.statistics()
+        await _serve_phases(session, poller)
         for desc in descs:
             poller.stop(desc)
 
@@ -183,10 +184,7 @@ async def _netpoll_shared(conns: list[socket.socket], session: Session, config: 
             socks[desc] = sock
             poller.start(desc)
         session.registered()
-        while session.next_phase():
-            await _wait_control(session)
-            session.finish_phase()
-        session.statistics = poller.statistics()
+        await _serve_phases(session, poller)
         for desc in socks:
             poller.stop(desc)
         await poller.aclose()
@@ -205,10 +203,7 @@ async def _netpoll_watch(conns: list[socket.socket], session: Session, config: C
             tg.start_soon(serve, sock)
         await anyio.wait_all_tasks_blocked()
         session.registered()
-        while session.next_phase():
-            await _wait_control(session)
-            session.finish_phase()
-        session.statistics = poller.statistics()
+        await _serve_phases(session, poller)
         tg.cancel_scope.cancel()
 
 
