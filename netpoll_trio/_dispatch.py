@@ -1,8 +1,8 @@
 """Delivery: per-registration state, coalescing, and handing events to callbacks and streams.
 
-Everything here runs on the event-loop thread. The wait thread (or, later, any other source
-of batches) calls :meth:`Dispatcher.deliver_batch` through the loop's thread-safe hand-off,
-once per ``epoll_wait`` batch.
+Everything here runs on the event-loop thread. The poller's batch source (:mod:`._sources`:
+the wait thread, or the loop itself) gets :meth:`Dispatcher.deliver_batch` called once per
+``epoll_wait`` batch.
 
 Design notes
 ------------

@@ -89,8 +89,10 @@ class PollerStatistics:
     Attributes:
         registered: descs registered now.
         events_delivered: epoll records delivered to callbacks and streams so far.
-        batches: batches handed from the wait thread to the event loop.
-        wakeups: returns from ``epoll_wait`` (including the final wake-up on close).
+        batches: batches delivered on the event loop (one per ``epoll_wait`` that
+            returned events).
+        wakeups: returns from ``epoll_wait`` (with the wait thread, including the final
+            wake-up on close).
         ready: descs queued in the shared stream, waiting for a worker.
     """
 
@@ -105,7 +107,8 @@ class Poller:
     """Epoll readiness events for trio and anyio programs (Go's ``Poller``).
 
     Use as ``async with Poller() as poller:``. For the block's duration a dedicated thread
-    waits in ``epoll_wait`` and hands batches of events to the event loop, where they reach
+    waits in ``epoll_wait`` (or, with ``Config(wait_thread=False)``, the event loop itself
+    waits for the epoll fd) and hands batches of events to the event loop, where they reach
     callbacks (:meth:`start` with a callback), per-connection streams (:meth:`watch`), or
     the poller's own stream that any number of worker tasks iterate
     (``async for desc, event in poller``). Leaving the block (normally, by exception or by
