@@ -82,12 +82,17 @@ _ONESHOT_KEY = 1 << 20  # above every Event bit: "armed one-shot" in a cache key
 class Registration:
     """A started Desc: what the kernel was told, when, and where its events go."""
 
-    __slots__ = ("desc", "epoch", "interest")
+    __slots__ = ("desc", "epoch")
 
-    def __init__(self, desc: Desc, epoch: int, interest: int) -> None:
+    def __init__(self, desc: Desc, epoch: int) -> None:
         self.desc = desc
         self.epoch = epoch
-        self.interest = interest
+
+    @property
+    def interest(self) -> int:
+        """The ``epoll_ctl`` mask (computed, memoised: only start() and re-arms need it,
+        and a slot would cost 8 bytes per registration)."""
+        return interest_of(self.desc._event)
 
     def deliver(self, mask: int) -> None:
         """Take one epoll record's mask (loop thread)."""
@@ -109,7 +114,6 @@ class CallbackRegistration(Registration):
         # No super().__init__: this runs once per start() and every call counts there.
         self.desc = desc
         self.epoch = epoch
-        self.interest = interest_of(desc._event)
         self.callback = callback
 
     def deliver(self, mask: int) -> None:
@@ -132,13 +136,17 @@ class WatchRegistration(Registration):
     def __init__(self, desc: Desc, epoch: int, lot: ParkingLotLike) -> None:
         value = desc.event._value_
         edge_only = value & _EDGE_TRIGGERED and not value & _ONE_SHOT
-        super().__init__(desc, epoch, interest_of(desc.event, oneshot=not edge_only))
+        super().__init__(desc, epoch)
         self.rearm = not edge_only
         self.lot = lot
         self.pending = 0
         self.active = True
         self.closed = False  # the poller closed; POLLER_CLOSED not yet taken
         self.taken = False  # an event was handed out since the last re-arm
+
+    @property
+    def interest(self) -> int:
+        return interest_of(self.desc._event, oneshot=self.rearm)
 
     def deliver(self, mask: int) -> None:
         self.pending |= mask
@@ -172,10 +180,14 @@ class SharedRegistration(Registration):
 
     def __init__(self, desc: Desc, epoch: int, queue: SharedQueue) -> None:
         level = not desc.event._value_ & (_EDGE_TRIGGERED | _ONE_SHOT)
-        super().__init__(desc, epoch, interest_of(desc.event, oneshot=bool(level)))
+        super().__init__(desc, epoch)
         self.queue = queue
         self.pending = 0
         self.state = REARM if level else 0
+
+    @property
+    def interest(self) -> int:
+        return interest_of(self.desc._event, oneshot=bool(self.state & REARM))
 
     def deliver(self, mask: int) -> None:
         self.pending |= mask
