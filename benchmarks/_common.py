@@ -6,6 +6,8 @@ import select
 import socket
 import statistics
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 Pairs = list[tuple[socket.socket, socket.socket]]
 
@@ -39,3 +41,17 @@ def raw_epoll_round_seconds(pairs: Pairs, rounds: int) -> float:
         times.append(time.perf_counter() - start)
     ep.close()
     return statistics.median(times)
+
+
+@contextmanager
+def socketpairs(n: int) -> Iterator[Pairs]:
+    """``n`` connected AF_UNIX pairs, the first end non-blocking; all closed afterwards."""
+    pairs = [socket.socketpair() for _ in range(n)]
+    try:
+        for a, _ in pairs:
+            a.setblocking(False)
+        yield pairs
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()

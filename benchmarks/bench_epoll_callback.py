@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 
-from _common import drain, raw_epoll_round_seconds
+from _common import drain, raw_epoll_round_seconds, socketpairs
 
 from netpoll_trio import Epoll, EpollEvent
 
@@ -57,10 +57,7 @@ def bench_epoll(pairs: list[tuple[socket.socket, socket.socket]], rounds: int) -
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 20
-    pairs = [socket.socketpair() for _ in range(n)]
-    for a, _ in pairs:
-        a.setblocking(False)
-    try:
+    with socketpairs(n) as pairs:
         for name, bench in (
             ("raw select.epoll", raw_epoll_round_seconds),
             ("netpoll Epoll", bench_epoll),
@@ -70,10 +67,6 @@ def main() -> None:
                 f"{name:18s} {n / t:12,.0f} events/s  {t / n * 1e6:6.2f} us/event "
                 f"(send + wake + callback + drain; N={n}, median of {rounds})"
             )
-    finally:
-        for a, b in pairs:
-            a.close()
-            b.close()
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 import trio
-from _common import Pairs, drain, raw_epoll_round_seconds
+from _common import Pairs, drain, raw_epoll_round_seconds, socketpairs
 
 from netpoll_trio import Event, Poller, handle_read
 
@@ -123,9 +123,6 @@ def main() -> None:
 
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 15
-    pairs = [socket.socketpair() for _ in range(n)]
-    for a, _ in pairs:
-        a.setblocking(False)
     arms: list[tuple[str, str | None, Callable[[Pairs, int], Awaitable[float]] | None]] = [
         ("raw select.epoll", None, None),
         ("trio task/conn", "trio", trio_tasks),
@@ -136,17 +133,13 @@ def main() -> None:
         ("netpoll shared x8", "asyncio", shared),
         ("netpoll watch/conn", "asyncio", watch),
     ]
-    try:
+    with socketpairs(n) as pairs:
         for name, backend, fn in arms:
             if fn is None:
                 us = raw_epoll(pairs, rounds)
             else:
                 us = anyio.run(fn, pairs, rounds, backend=backend)
             print(f"{name:20s} {backend or '':8s} {us:6.2f} us/event  ({1e6 / us:10,.0f} events/s)")
-    finally:
-        for a, b in pairs:
-            a.close()
-            b.close()
 
 
 if __name__ == "__main__":

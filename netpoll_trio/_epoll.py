@@ -39,7 +39,13 @@ from dataclasses import dataclass, field
 from types import TracebackType
 
 from ._desc import fileno_of
-from ._errors import ClosedError, NotRegisteredError, RegisteredError, kernel_error
+from ._errors import (
+    FORGOTTEN_ERRNOS,
+    ClosedError,
+    NotRegisteredError,
+    RegisteredError,
+    kernel_error,
+)
 from ._flags import EpollEvent, epoll_event_of
 from ._syscalls import Syscalls
 from ._waitloop import WaitThread
@@ -51,7 +57,6 @@ logger = logging.getLogger("netpoll_trio")
 #: A low-level callback: called on the wait thread with the raw event mask.
 EpollCallback = Callable[[EpollEvent], object]
 _EPOLLCLOSED = EpollEvent.EPOLLCLOSED
-_FORGOTTEN_ERRNOS = (2, 9)  # ENOENT, EBADF: the kernel already dropped a closed fd
 
 
 def log_wait_error(err: BaseException) -> None:
@@ -175,7 +180,7 @@ class Epoll:
             try:
                 self._waiter.epoll.unregister(fd)
             except OSError as err:
-                if err.errno not in _FORGOTTEN_ERRNOS:
+                if err.errno not in FORGOTTEN_ERRNOS:
                     raise kernel_error(err, fd, "deleting it from epoll") from None
 
     def close(self) -> None:

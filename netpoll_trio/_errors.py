@@ -11,6 +11,7 @@ This module imports nothing of ours and no event loop.
 
 from __future__ import annotations
 
+import errno
 import sys
 from typing import ClassVar
 
@@ -19,6 +20,7 @@ __all__ = [
     "NetpollError",
     "NotFilerError",
     "NotRegisteredError",
+    "FORGOTTEN_ERRNOS",
     "RegisteredError",
     "kernel_error",
     "unsupported_platform",
@@ -56,6 +58,11 @@ class NotRegisteredError(NetpollError):
     """The file descriptor was not registered in this poller (or no longer is)."""
 
     default_message = "file descriptor was not registered before in poller instance"
+
+
+#: What ``epoll_ctl`` answers for an fd closed since it was registered: the kernel dropped
+#: the registration when the fd was closed, so removing it has nothing left to do.
+FORGOTTEN_ERRNOS = frozenset({errno.ENOENT, errno.EBADF})
 
 
 def kernel_error(err: OSError, fd: int, action: str) -> OSError:

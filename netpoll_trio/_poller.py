@@ -23,7 +23,6 @@ still in flight find the poller closed and are dropped.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import select
 import threading
@@ -43,6 +42,7 @@ from ._dispatch import (
     WatchRegistration,
 )
 from ._errors import (
+    FORGOTTEN_ERRNOS,
     ClosedError,
     NotRegisteredError,
     RegisteredError,
@@ -57,7 +57,6 @@ from ._syscalls import Syscalls
 __all__ = ["Config", "EventStream", "Poller", "PollerStatistics", "Watch"]
 
 _EPOLLCLOSED = int(EpollEvent.EPOLLCLOSED)
-_FORGOTTEN_ERRNOS = frozenset({errno.ENOENT, errno.EBADF})
 _NEW, _OPEN, _CLOSED = "new", "open", "closed"
 
 
@@ -308,7 +307,7 @@ class Poller:
         try:
             self._source.epoll.unregister(fd)
         except OSError as err:
-            if err.errno not in _FORGOTTEN_ERRNOS:
+            if err.errno not in FORGOTTEN_ERRNOS:
                 raise kernel_error(err, fd, "removing it from epoll") from None
 
     def _rearm(self, reg: Registration, *, quietly: bool = False) -> None:
@@ -316,7 +315,7 @@ class Poller:
         try:
             self._source.epoll.modify(fd, reg.interest)
         except OSError as err:
-            if not (quietly and err.errno in _FORGOTTEN_ERRNOS):
+            if not (quietly and err.errno in FORGOTTEN_ERRNOS):
                 raise kernel_error(err, fd, "re-arming it in epoll") from None
 
     def start(self, desc: Desc, callback: Callable[[Event], object] | None = None) -> None:
