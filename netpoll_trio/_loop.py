@@ -62,10 +62,8 @@ class Backend(Protocol):
     possible, so that a checkpoint or a hand-off costs no extra Python frame.
     """
 
-    name: str
     call_soon_threadsafe: Callable[..., object]
     checkpoint: Callable[[], Awaitable[None]]
-    wait_readable: Callable[[int], Awaitable[None]]
 
     def parking_lot(self) -> ParkingLotLike: ...
 
@@ -112,8 +110,6 @@ class _TrioWaiter:
 
 
 class _TrioBackend:
-    name = "trio"
-
     def __init__(self) -> None:
         import trio
 
@@ -121,7 +117,6 @@ class _TrioBackend:
         self.call_soon_threadsafe: Callable[..., object]
         self.call_soon_threadsafe = trio.lowlevel.current_trio_token().run_sync_soon
         self.checkpoint: Callable[[], Awaitable[None]] = trio.lowlevel.checkpoint
-        self.wait_readable: Callable[[int], Awaitable[None]] = trio.lowlevel.wait_readable
 
     def parking_lot(self) -> ParkingLotLike:
         return self._trio.lowlevel.ParkingLot()
@@ -227,24 +222,13 @@ def _as_asyncio(fn: Callable[..., object], *args: object) -> None:
 
 
 class _AsyncioBackend:
-    name = "asyncio"
-
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.call_soon_threadsafe: Callable[..., object] = self._call_soon_threadsafe
         self.checkpoint: Callable[[], Awaitable[None]] = _asyncio_checkpoint
-        self.wait_readable: Callable[[int], Awaitable[None]] = self._wait_readable
 
     def _call_soon_threadsafe(self, fn: Callable[..., object], *args: object) -> None:
         self._loop.call_soon_threadsafe(_as_asyncio, fn, *args)
-
-    async def _wait_readable(self, fd: int) -> None:
-        future = self._loop.create_future()
-        self._loop.add_reader(fd, future.set_result, None)
-        try:
-            await future
-        finally:
-            self._loop.remove_reader(fd)
 
     def parking_lot(self) -> ParkingLotLike:
         return _FutureParkingLot(self._loop)

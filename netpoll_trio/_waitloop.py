@@ -85,11 +85,6 @@ class WaitThread:
         self._pipe: tuple[int, int] | None = None
         self._thread: threading.Thread | None = None
 
-    @property
-    def stopping(self) -> bool:
-        """True once :meth:`request_stop` was called."""
-        return self._stopping
-
     def start(self, on_batch: BatchSink, on_exit: ExitHook) -> None:
         """Start the thread, named ``netpoll-wait-<epfd>`` so users can recognise it."""
         thread = threading.Thread(
