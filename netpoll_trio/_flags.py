@@ -98,8 +98,9 @@ class Event(enum.IntFlag):
         """Translate a mask reported by ``epoll_wait`` into an :class:`Event`.
 
         ``EPOLLHUP`` becomes ``HUP``, ``EPOLLRDHUP`` ``READ_HUP``, ``EPOLLIN`` ``READ``,
-        ``EPOLLOUT`` ``WRITE`` and ``EPOLLERR`` ``ERR``; other bits are dropped. As in the
-        Go package, a mask holding ``EPOLLCLOSED`` translates to exactly ``POLLER_CLOSED``.
+        ``EPOLLOUT`` ``WRITE``, ``EPOLLERR`` ``ERR`` and the library's own ``EPOLLCLOSED``
+        ``POLLER_CLOSED``; other bits are dropped. Bit by bit and OR-ed together, as the Go
+        package's ``toEvent`` does: ``from_epoll(0x21) == READ | POLLER_CLOSED``.
         """
         return event_from_mask(int(mask))
 
@@ -117,9 +118,9 @@ _FROM_EPOLL = (
     (int(EpollEvent.EPOLLIN), int(Event.READ)),
     (int(EpollEvent.EPOLLOUT), int(Event.WRITE)),
     (int(EpollEvent.EPOLLERR), int(Event.ERR)),
+    (int(EpollEvent.EPOLLCLOSED), int(Event.POLLER_CLOSED)),
 )
-_EPOLLCLOSED = int(EpollEvent.EPOLLCLOSED)
-_REPORTED = _EPOLLCLOSED
+_REPORTED = 0
 for _epoll_bit, _ in _FROM_EPOLL:
     _REPORTED |= _epoll_bit
 
@@ -134,15 +135,11 @@ def event_from_mask(mask: int) -> Event:
         return _from_mask_cache[key]
     except KeyError:
         pass
-    if key & _EPOLLCLOSED:
-        event = Event.POLLER_CLOSED
-    else:
-        value = 0
-        for epoll_bit, bit in _FROM_EPOLL:
-            if key & epoll_bit:
-                value |= bit
-        event = Event(value)
-    _from_mask_cache[key] = event
+    value = 0
+    for epoll_bit, bit in _FROM_EPOLL:
+        if key & epoll_bit:
+            value |= bit
+    event = _from_mask_cache[key] = Event(value)
     return event
 
 

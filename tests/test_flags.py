@@ -98,7 +98,13 @@ FROM_EPOLL = [
         Event.READ | Event.HUP | Event.READ_HUP,
     ),
     (EpollEvent.EPOLLPRI | EpollEvent.EPOLLET | EpollEvent.EPOLLONESHOT, Event(0)),
-    (EpollEvent.EPOLLIN | EpollEvent.EPOLLCLOSED, Event.POLLER_CLOSED),  # Go: closed is alone
+    # Go's toEvent is bit by bit: EPOLLCLOSED is not special-cased.
+    (EpollEvent.EPOLLIN | EpollEvent.EPOLLCLOSED, Event.READ | Event.POLLER_CLOSED),
+    (0x21, Event.READ | Event.POLLER_CLOSED),
+    (
+        EpollEvent.EPOLLHUP | EpollEvent.EPOLLERR | EpollEvent.EPOLLCLOSED,
+        Event.HUP | Event.ERR | Event.POLLER_CLOSED,
+    ),
 ]
 
 
@@ -127,13 +133,10 @@ def test_to_epoll_is_bitwise(bits: set[int]) -> None:
 def test_from_epoll_is_bitwise(bits: set[int], noise: int) -> None:
     mask = sum(bits)
     result = Event.from_epoll(mask)
-    if mask & EpollEvent.EPOLLCLOSED:
-        assert result == Event.POLLER_CLOSED
-    else:
-        expected = Event(0)
-        for bit in bits:
-            expected |= Event.from_epoll(bit)
-        assert result == expected
+    expected = Event(0)
+    for bit in bits:  # EPOLLCLOSED included: Go's toEvent ORs every bit's Event
+        expected |= Event.from_epoll(bit)
+    assert result == expected
     # Bits outside the table never leak into the result.
     unknown = noise & ~int(sum(EpollEvent))
     assert Event.from_epoll(mask | unknown) == result
