@@ -2,28 +2,57 @@
 
 Examples::
 
-    python -m netpoll_trio                         # ~1 minute, N = 1000 and 9000
+    python -m netpoll_trio                         # the short answer (see the README for its time)
+    python -m netpoll_trio --full                  # every arm, the whole matrix, the targets
     python -m netpoll_trio -n 1000 --runs 1 --seconds 0.2 --arms epoll,np-trio-callback
     python -m netpoll_trio --json > report.json
-    python -m netpoll_trio --plot bench.png
+    python -m netpoll_trio --plot bench.png        # needs the 'plot' extra (matplotlib)
     python -m netpoll_trio --demo                  # events arriving, in a few lines
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import socket
 import sys
+import time
 from collections.abc import Callable, Sequence
 
 import trio
 
 from .. import Event, Poller, handle_read
 from .arms import ARMS
-from .report import plot, render_text, table_rows
+from .report import (
+    MEMORY_NOTE,
+    PLOT_NEEDS,
+    SUMMARY_COLUMNS,
+    plot,
+    render_summary,
+    render_targets,
+    render_text,
+    table_rows,
+)
 from .runner import Settings, dumps, run
 
 MAX_CONNECTIONS = 9000  # each needs two fds here; the process limit is often 20000
+
+
+def default_arms() -> list[str]:
+    """The few arms that answer "faster and lighter than a task per connection?"."""
+    pool = next(
+        (name for name in ARMS if name.startswith("np-trio-batch") and not name.endswith("-nt")),
+        "np-trio-shared8",
+    )
+    return [name for name in ("trio-tasks", pool, "np-trio-callback", "epoll") if name in ARMS]
+
+
+def missing_modules(arm: str) -> list[str]:
+    """Optional modules an arm needs that are not installed (uvloop, for the uvloop arms)."""
+    needs = list(getattr(ARMS[arm], "requires", ()))
+    if "uvloop" in arm and "uvloop" not in needs:
+        needs.append("uvloop")
+    return [module for module in needs if importlib.util.find_spec(module) is None]
 
 
 def _connection_counts(text: str) -> list[int]:
@@ -61,11 +90,17 @@ def _positive(kind: type[float] | type[int]) -> Callable[[str], float]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     defaults = Settings()
+    columns = "\n".join(f"  {name:<8} {text}" for name, text in SUMMARY_COLUMNS)
     parser = argparse.ArgumentParser(
         prog="python -m netpoll_trio",
-        description="Side-by-side benchmark of netpoll_trio against one task per connection, "
-        "asyncio/uvloop add_reader and a raw select.epoll loop, on AF_UNIX socketpairs whose "
-        "peers live in a separate load-driver process.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Is netpoll_trio faster and lighter than one trio task per connection, and "
+        "by how much? Serves the same AF_UNIX socketpairs (their peers live in a separate "
+        "load-driver process) with a trio task per connection, netpoll_trio (a worker pool "
+        "and callbacks) and a raw select.epoll loop, and prints one short table and a "
+        "sentence. --full runs every arm (asyncio/uvloop add_reader, watch streams, the "
+        "threadless mode, ...) and adds the whole matrix and the developers' targets.",
+        epilog="Columns of the default table:\n" + columns,
     )
     parser.add_argument(
         "-n",
@@ -77,8 +112,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--arms",
         type=_arm_names,
-        default=list(defaults.arms),
-        help=f"comma-separated arms (default: all): {', '.join(ARMS)}",
+        default=None,
+        help=f"comma-separated arms (default: {','.join(default_arms())}; with --full: all): "
+        f"{', '.join(ARMS)}",
+    )
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="every arm, the whole matrix of figures, and the targets",
     )
     parser.add_argument(
         "--runs",
@@ -92,7 +133,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=defaults.seconds,
         help="seconds per load phase (default: %(default)s)",
     )
-    parser.add_argument("--no-memory", action="store_true", help="skip the tracemalloc pass")
+    parser.add_argument(
+        "--no-memory", action="store_true", help="skip the tracemalloc pass (no B/conn)"
+    )
     parser.add_argument(
         "--json",
         action="store_true",
@@ -106,7 +149,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="run the small demo instead: events from socketpairs reach 4 workers",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.arms is None:
+        args.arms = list(ARMS) if args.full else default_arms()
+    return args
 
 
 async def demo(connections: int = 200) -> str:
@@ -151,49 +197,120 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.demo:
         print(trio.run(demo))
         return 0
+    # Optional dependencies first: nothing runs for 90 s and then fails.
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        print(f"{PLOT_NEEDS} (nothing was run)", file=sys.stderr)
+        return 2
+    arms = []
+    for arm in args.arms:
+        missing = missing_modules(arm)
+        if missing:
+            print(
+                f"skipping {arm}: needs {', '.join(missing)} (pip install 'netpoll_trio[bench]')",
+                file=sys.stderr,
+            )
+        else:
+            arms.append(arm)
+    if not arms:
+        print("nothing to run: every chosen arm was skipped", file=sys.stderr)
+        return 2
     settings = Settings(
         connections=args.connections,
-        arms=args.arms,
+        arms=arms,
         runs=args.runs,
         seconds=args.seconds,
         memory=not args.no_memory,
     )
+    started = time.monotonic()
     report = _run_with_progress(settings, quiet=args.json)
+    print(f"ran in {time.monotonic() - started:.0f} s", file=sys.stderr)
     if args.json:
         print(dumps(report))
+    elif args.full:
+        _print_full(report)
     else:
-        _print_tables(report)
+        print(render_summary(report))
+        print("\n(--full: every arm, the whole matrix and the targets; --help: the options)")
     if args.plot:
         plot(report, args.plot)
         print(f"chart saved to {args.plot}", file=sys.stderr)
     return 0
 
 
+class _Plan:
+    """The steps the runner reports, with a rough cost each, for a total and a time left.
+
+    The runner calls ``progress(message)`` as each step *starts*: per N, ``runs`` rounds of
+    every arm, then (with memory) one library pass and one tracemalloc pass per arm. A step
+    is counted done when the next one starts. The time left assumes each step costs about
+    what the planned weights say, scaled by the speed seen so far.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.weights: list[float] = []
+        for n in settings.connections:
+            per_run = 2 * settings.seconds + 0.05 + n * 4e-5  # two load phases + the rest
+            self.weights += [per_run] * (settings.runs * len(settings.arms))
+            if settings.memory:
+                self.weights += [n * 1e-4] * (1 + len(settings.arms))
+        self.total = len(self.weights)
+        self.started = 0  # steps started so far
+        self.t0 = time.monotonic()
+
+    def step(self) -> None:
+        self.started += 1
+        self.total = max(self.total, self.started)
+
+    @property
+    def done(self) -> int:
+        return max(self.started - 1, 0)
+
+    def left(self) -> str:
+        if self.done == 0:
+            return "estimating time left"
+        weights = self.weights + [self.weights[-1]] * (self.total - len(self.weights))
+        done = sum(weights[: self.done])
+        rest = sum(weights[self.done :])
+        seconds = (time.monotonic() - self.t0) / done * rest
+        return f"about {seconds:.0f} s left"
+
+
 def _run_with_progress(settings: Settings, quiet: bool) -> dict[str, object]:
-    steps = len(settings.connections) * len(settings.arms) * (settings.runs + settings.memory)
+    plan = _Plan(settings)
     try:
         from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     except ImportError:  # the 'bench' extra is not installed: plain lines on stderr
-        return run(settings, lambda message: print(message, file=sys.stderr, flush=True))
+
+        def line(message: str) -> None:
+            plan.step()
+            print(f"[{plan.started}/{plan.total}] {message} ({plan.left()})", file=sys.stderr)
+
+        return run(settings, line)
     console = Console(stderr=True)
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.completed}/{task.total} done"),
         TimeElapsedColumn(),
+        TextColumn("{task.fields[left]}"),
         console=console,
         disable=quiet and not console.is_terminal,
     ) as progress:
-        task = progress.add_task("starting", total=steps)
+        task = progress.add_task("starting", total=plan.total, left="")
 
         def advance(message: str) -> None:
-            progress.update(task, description=message, advance=1)
+            plan.step()
+            progress.update(
+                task, description=message, completed=plan.done, total=plan.total, left=plan.left()
+            )
 
-        return run(settings, advance)
+        report = run(settings, advance)
+        progress.update(task, description="finished", completed=plan.total, left="")
+        return report
 
 
-def _print_tables(report: dict[str, object]) -> None:
+def _print_full(report: dict[str, object]) -> None:
     try:
         from rich.console import Console
         from rich.table import Table
@@ -210,7 +327,6 @@ def _print_tables(report: dict[str, object]) -> None:
         for row in body[1:]:
             table.add_row(*row)
         console.print(table)
-    from .report import MEMORY_NOTE, render_targets
-
-    console.print("\n".join(render_targets(report)), highlight=False)
     console.print(MEMORY_NOTE, highlight=False)
+    console.print()
+    console.print("\n".join(render_targets(report)), highlight=False)
