@@ -1,8 +1,8 @@
 """The servers under test ("arms"), each serving the same sockets in its own style.
 
-Every arm does the same work per readable connection -- read what is there, answer one
-byte per 16-byte message -- and differs only in how it learns that a connection is
-readable. An arm registers all connections (timed), then for each phase asks the
+Every arm does the same work per readable connection -- one ``recv()`` of what is there,
+one byte answered per 16-byte message -- and differs only in how it learns that a
+connection is readable. An arm registers all connections (timed), then for each phase asks the
 :class:`Session` to start it and serves until the control socket turns readable (the
 driver's result), and finally unregisters everything.
 """
@@ -27,27 +27,39 @@ from .session import Session
 __all__ = ["ARMS", "Arm"]
 
 
+BUFFER = 65536
+REPLIES = [b"r" * k for k in range(BUFFER // 16 + 1)]  # no allocation per answer
+
+
 def answer(sock: socket.socket) -> None:
-    """Read until EAGAIN (edge-triggered style) and answer every message."""
+    """Edge-triggered style: read until the socket is drained and answer every message.
+
+    A short read (fewer bytes than asked for) on a stream socket means the receive queue
+    was empty at that moment, and any byte that arrives later raises a new edge, so the
+    usual one ``recv()`` per message suffices (nginx reads the same way); only a full
+    buffer makes it read again.
+    """
     recv = sock.recv
     while True:
         try:
-            data = recv(65536)
+            data = recv(BUFFER)
         except BlockingIOError:
             return
         if not data:
             return
-        sock.send(b"r" * (len(data) >> 4))
+        sock.send(REPLIES[len(data) >> 4])
+        if len(data) < BUFFER:
+            return
 
 
 def answer_once(sock: socket.socket) -> None:
     """One read (level-triggered style: we will be told again if more is there)."""
     try:
-        data = sock.recv(65536)
+        data = sock.recv(BUFFER)
     except BlockingIOError:
         return
     if data:
-        sock.send(b"r" * (len(data) >> 4))
+        sock.send(REPLIES[len(data) >> 4])
 
 
 # ----------------------------------------------------------------- baselines
@@ -101,6 +113,34 @@ async def _trio_tasks(conns: list[socket.socket], session: Session) -> None:
 def trio_tasks(conns: list[socket.socket], session: Session) -> None:
     """trio, one task per connection parked in ``trio.lowlevel.wait_readable``."""
     trio.run(_trio_tasks, conns, session)
+
+
+async def _trio_streams(conns: list[socket.socket], session: Session) -> None:
+    async def serve(stream: trio.SocketStream) -> None:
+        receive_some, send_all = stream.receive_some, stream.send_all
+        while True:
+            data = await receive_some(BUFFER)
+            if not data:
+                return
+            await send_all(REPLIES[len(data) >> 4])
+
+    async with trio.open_nursery() as nursery:
+        session.registering()
+        for sock in conns:
+            # The trio socket wraps this very socket object (no dup); it is never closed
+            # here, so the next arm finds the connection as it was.
+            nursery.start_soon(serve, trio.SocketStream(trio.socket.from_stdlib_socket(sock)))
+        await trio.testing.wait_all_tasks_blocked()
+        session.registered()
+        while session.next_phase():
+            await trio.lowlevel.wait_readable(session.control)
+            session.finish_phase()
+        nursery.cancel_scope.cancel()
+
+
+def trio_streams(conns: list[socket.socket], session: Session) -> None:
+    """trio, one task per connection in ``trio.SocketStream.receive_some`` / ``send_all``."""
+    trio.run(_trio_streams, conns, session)
 
 
 async def _add_reader(conns: list[socket.socket], session: Session) -> None:
@@ -166,26 +206,61 @@ def _on_event(sock: socket.socket, event: Event) -> None:
     answer(sock)
 
 
+WORKERS = 8
+
+
 async def _netpoll_shared(conns: list[socket.socket], session: Session, config: Config) -> None:
+    """8 workers in ``async for desc, event in poller``, the socket in ``desc.data``."""
     async with Poller(config) as poller, anyio.create_task_group() as tg:
-        socks: dict[Desc, socket.socket] = {}
 
         async def worker() -> None:
-            async for desc, _event in poller:
-                sock = socks.get(desc)
-                if sock is not None:
-                    answer(sock)
+            async for desc, event in poller:
+                if not event & Event.POLLER_CLOSED:
+                    answer(desc.data)  # type: ignore[arg-type]  # a socket: we put it there
 
-        for _ in range(8):
+        for _ in range(WORKERS):
             tg.start_soon(worker)
-        session.registering()
-        for sock in conns:
-            desc = handle_read(sock)
-            socks[desc] = sock
-            poller.start(desc)
-        session.registered()
+        descs = await _register_shared(conns, session, poller)
         await _serve_phases(session, poller)
-        for desc in socks:
+        for desc in descs:
+            poller.stop(desc)
+        await poller.aclose()
+
+
+async def _register_shared(
+    conns: list[socket.socket], session: Session, poller: Poller
+) -> list[Desc]:
+    session.registering()
+    descs = []
+    start = poller.start
+    for sock in conns:
+        desc = handle_read(sock, data=sock)  # the connection travels with its desc: no dict
+        start(desc)
+        descs.append(desc)
+    session.registered()
+    return descs
+
+
+async def _netpoll_batch(conns: list[socket.socket], session: Session, config: Config) -> None:
+    """8 workers in ``await poller.receive_batch()``, the socket in ``desc.data``."""
+    async with Poller(config) as poller, anyio.create_task_group() as tg:
+
+        async def worker() -> None:
+            receive_batch = poller.receive_batch
+            closed = Event.POLLER_CLOSED
+            try:
+                while True:
+                    for desc, event in await receive_batch():
+                        if not event & closed:
+                            answer(desc.data)  # type: ignore[arg-type]  # a socket
+            except anyio.EndOfStream:  # also a trio.EndOfChannel: the poller closed
+                return
+
+        for _ in range(WORKERS):
+            tg.start_soon(worker)
+        descs = await _register_shared(conns, session, poller)
+        await _serve_phases(session, poller)
+        for desc in descs:
             poller.stop(desc)
         await poller.aclose()
 
@@ -236,22 +311,40 @@ class Arm:
     label: str
     run: Callable[[list[socket.socket], Session], None]
     baseline: bool = False
+    requires: tuple[str, ...] = ()  # optional modules the arm imports
 
 
 ARMS: dict[str, Arm] = {
     arm.name: arm
     for arm in [
         Arm("epoll", "raw select.epoll (ET)", raw_epoll, baseline=True),
-        Arm("trio-tasks", "trio task per connection", trio_tasks, baseline=True),
+        Arm("trio-tasks", "trio task per conn (wait_readable)", trio_tasks, baseline=True),
+        Arm("trio-stream", "trio SocketStream per conn", trio_streams, baseline=True),
         Arm("asyncio-reader", "asyncio add_reader", asyncio_add_reader, baseline=True),
-        Arm("uvloop-reader", "uvloop add_reader", uvloop_add_reader, baseline=True),
+        Arm(
+            "uvloop-reader",
+            "uvloop add_reader",
+            uvloop_add_reader,
+            baseline=True,
+            requires=("uvloop",),
+        ),
         Arm("np-trio-callback", "netpoll trio callback", _netpoll(_netpoll_callbacks, "trio")),
+        Arm(
+            "np-trio-batch8",
+            "netpoll trio receive_batch x8",
+            _netpoll(_netpoll_batch, "trio"),
+        ),
         Arm("np-trio-shared8", "netpoll trio shared x8", _netpoll(_netpoll_shared, "trio")),
         Arm("np-trio-watch", "netpoll trio watch/conn", _netpoll(_netpoll_watch, "trio")),
         Arm(
             "np-asyncio-callback",
             "netpoll anyio-asyncio callback",
             _netpoll(_netpoll_callbacks, "asyncio"),
+        ),
+        Arm(
+            "np-asyncio-batch8",
+            "netpoll anyio-asyncio receive_batch x8",
+            _netpoll(_netpoll_batch, "asyncio"),
         ),
         Arm(
             "np-asyncio-shared8",
@@ -268,6 +361,11 @@ ARMS: dict[str, Arm] = {
             "np-trio-callback-nt",
             "netpoll trio callback, no thread",
             _netpoll(_netpoll_callbacks, "trio", wait_thread=False),
+        ),
+        Arm(
+            "np-trio-batch8-nt",
+            "netpoll trio receive_batch x8, no thread",
+            _netpoll(_netpoll_batch, "trio", wait_thread=False),
         ),
         Arm(
             "np-trio-shared8-nt",

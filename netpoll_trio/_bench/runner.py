@@ -1,11 +1,14 @@
 """Runs the arms side by side: same sockets, same driver, interleaved rounds, medians.
 
 For each connection count N: N AF_UNIX socketpairs are made; the peer ends go to a driver
-process (``python -m netpoll_trio._bench.driver``) and are closed here. Then ``runs``
-rounds, each running every arm once (rotating the order so that no arm always runs first
-after a cool machine), and finally a tracemalloc pass per arm with idle connections. All
-numbers of one N come from the same process, sockets and driver, so ratios are honest on a
-noisy machine. Traffic is socketpairs only.
+process (``python -m netpoll_trio._bench.driver``) and are closed here. The server (this
+process, every thread of it) and the driver are pinned to two different CPUs, so that
+neither steals the other's core. Then ``runs`` rounds, each running every arm once
+(rotating the order so that no arm always runs first after a cool machine), and finally a
+tracemalloc pass per arm with idle connections. All numbers of one N come from the same
+process, sockets and driver, so ratios are honest on a noisy machine; the ratios against
+the baselines are also taken inside each round and their medians reported. Traffic is
+socketpairs only.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import math
+import os
 import socket
 import statistics
 import subprocess
@@ -42,9 +47,9 @@ class Settings:
     seconds: float = 0.3
     inflight: int = 256
     high_inflight: int = 512
-    burst: int = 64
     pingpongs: int = 200
     memory: bool = True
+    pin: bool = True  # server and driver on two different CPUs (when there are two)
 
 
 Progress = Callable[[str], None]
@@ -52,12 +57,7 @@ Progress = Callable[[str], None]
 
 def _phases(settings: Settings) -> list[Phase]:
     def burst(inflight: int) -> dict[str, Any]:
-        return {
-            "cmd": "burst",
-            "seconds": settings.seconds,
-            "inflight": inflight,
-            "burst": settings.burst,
-        }
+        return {"cmd": "burst", "seconds": settings.seconds, "inflight": inflight}
 
     return [
         Phase("burst", burst(settings.inflight)),
@@ -66,8 +66,31 @@ def _phases(settings: Settings) -> list[Phase]:
     ]
 
 
+def choose_cpus(pin: bool) -> tuple[int, int] | None:
+    """(server CPU, driver CPU): the first two CPUs this process may use, or None when
+    pinning is off or impossible (one CPU, or no ``sched_setaffinity``)."""
+    if not pin or not hasattr(os, "sched_getaffinity"):
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    return (allowed[0], allowed[1]) if len(allowed) >= 2 else None
+
+
+@contextlib.contextmanager
+def pinned(cpu: int | None) -> Any:
+    """Pin this process (threads started later inherit it) to ``cpu``; restore on exit."""
+    if cpu is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
 class _Driver:
-    def __init__(self, peer_fds: list[int]) -> None:
+    def __init__(self, peer_fds: list[int], cpu: int | None) -> None:
         self.control, child = socket.socketpair()
         self.proc = subprocess.Popen(
             [
@@ -75,6 +98,7 @@ class _Driver:
                 "-m",
                 "netpoll_trio._bench.driver",
                 str(child.fileno()),
+                str(-1 if cpu is None else cpu),
                 *map(str, peer_fds),
             ],
             pass_fds=[child.fileno(), *peer_fds],
@@ -120,13 +144,21 @@ def _run_arm(
 
 def run_one_size(n: int, settings: Settings, progress: Progress) -> dict[str, Any]:
     """Run every arm on ``n`` connections; return per-arm lists of run results."""
+    cpus = choose_cpus(settings.pin)
+    with pinned(cpus[0] if cpus else None):
+        return _run_one_size(n, settings, progress, cpus[1] if cpus else None)
+
+
+def _run_one_size(
+    n: int, settings: Settings, progress: Progress, driver_cpu: int | None
+) -> dict[str, Any]:
     pairs = [socket.socketpair() for _ in range(n)]
     conns = [a for a, _ in pairs]
     for sock in conns:
         sock.setblocking(False)
     driver = None
     try:
-        driver = _Driver([b.fileno() for _, b in pairs])
+        driver = _Driver([b.fileno() for _, b in pairs], driver_cpu)
         for _, b in pairs:
             b.close()
         phases = _phases(settings)
@@ -158,27 +190,77 @@ def _median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def _style(arm: str) -> str | None:
+    """Which library-only measurement belongs to an arm (its registration style)."""
+    if not arm.startswith("np-"):
+        return None
+    if "-callback" in arm:
+        return "callback"
+    if "-shared" in arm or "-batch" in arm:
+        return "shared"
+    return None
+
+
+def _spread(values: list[float]) -> float:
+    """(max - min) / median: how far apart the runs were (0.10: within 10 %)."""
+    if len(values) < 2:
+        return 0.0
+    middle = statistics.median(values)
+    return (max(values) - min(values)) / middle if middle else float("nan")
+
+
+def _per_run_ratios(raw: dict[str, Any], arm: str, base: str, key: str) -> list[float]:
+    """arm / base for each round, both measured in the same round."""
+    mine, theirs = raw["runs"].get(arm, []), raw["runs"].get(base, [])
+    out = []
+    for a, b in zip(mine, theirs, strict=False):
+        x, y = key_of(a, key), key_of(b, key)
+        if y:
+            out.append(x / y)
+    return out
+
+
+def key_of(run: dict[str, Any], key: str) -> float:
+    """One number of one run: ``msgs_per_s`` (burst phase) or ``idle_p50_us``."""
+    if key == "msgs_per_s":
+        burst = run["burst"]
+        return float(burst["messages"] / burst["seconds"]) if burst["seconds"] else 0.0
+    if key == "idle_p50_us":
+        return float(run["idle"]["p50_us"])
+    raise KeyError(key)
+
+
+BASELINES = {"trio_tasks": "trio-tasks", "epoll": "epoll"}
+
+
 def summarize(n: int, raw: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Medians per arm of the numbers the report shows."""
+    """Medians per arm of the numbers the report shows, with the spread between runs.
+
+    Besides the medians of each arm's own numbers, ``vs_trio_tasks`` / ``vs_epoll`` (and
+    ``idle_vs_trio_tasks``) are medians of ratios taken inside each round, which a noisy
+    machine disturbs less than a ratio of medians. ``driver_cpu_share`` is the load
+    driver's CPU time over the burst window: near 1.0, the driver was the bottleneck and
+    that row's msgs/s is a floor, not the server's limit.
+    """
     out: dict[str, dict[str, float]] = {}
-    style_of = {
-        "np-trio-callback": "callback",
-        "np-asyncio-callback": "callback",
-        "np-trio-shared8": "shared",
-        "np-asyncio-shared8": "shared",
-        "np-trio-callback-nt": "callback",
-        "np-asyncio-callback-nt": "callback",
-        "np-trio-shared8-nt": "shared",
-    }
     for name, runs in raw["runs"].items():
         burst = [r["burst"] for r in runs]
         high = [r["high"] for r in runs]
         idle = [r["idle"] for r in runs]
+        rates = [key_of(r, "msgs_per_s") for r in runs]
         row = {
             "connections": n,
-            "msgs_per_s": _median([b["messages"] / b["seconds"] for b in burst]),
+            "msgs_per_s": _median(rates),
+            "msgs_per_s_min": min(rates, default=float("nan")),
+            "msgs_per_s_max": max(rates, default=float("nan")),
+            "spread": _spread(rates),
             "cpu_us_per_msg": _median(
                 [b["server_cpu_s"] / max(b["messages"], 1) * 1e6 for b in burst]
+            ),
+            "server_cpu_share": _median([b["server_cpu_s"] / b["wall_s"] for b in burst]),
+            "driver_cpu_share": _median([b.get("driver_cpu_share", math.nan) for b in burst]),
+            "driver_cpu_share_max": max(
+                (b.get("driver_cpu_share", math.nan) for b in burst), default=math.nan
             ),
             "gc_share": _median([b["gc_s"] / b["wall_s"] for b in burst]),
             "burst_p50_us": _median([b["p50_us"] for b in burst]),
@@ -186,19 +268,30 @@ def summarize(n: int, raw: dict[str, Any]) -> dict[str, dict[str, float]]:
             "high_msgs_per_s": _median([h["messages"] / h["seconds"] for h in high]),
             "high_gc_share": _median([h["gc_s"] / h["wall_s"] for h in high]),
             "high_p99_us": _median([h["p99_us"] for h in high]),
+            "high_driver_cpu_share": _median([h.get("driver_cpu_share", math.nan) for h in high]),
             "idle_p50_us": _median([i["p50_us"] for i in idle]),
             "idle_p99_us": _median([i["p99_us"] for i in idle]),
             "register_us_per_conn": _median([r["register_s"] / n * 1e6 for r in runs]),
             "unanswered": sum(p["unanswered"] for p in burst + high + idle),
         }
+        for label, base in BASELINES.items():
+            ratios = _per_run_ratios(raw, name, base, "msgs_per_s")
+            if ratios:
+                row[f"vs_{label}"] = _median(ratios)
+                row[f"vs_{label}_min"] = min(ratios)
+                row[f"vs_{label}_max"] = max(ratios)
+        idle_ratios = _per_run_ratios(raw, name, BASELINES["trio_tasks"], "idle_p50_us")
+        if idle_ratios:
+            row["idle_vs_trio_tasks"] = _median(idle_ratios)
         if runs and "wakeups" in runs[0]:
             row["events_per_batch"] = _median([r["events"] / max(r["batches"], 1) for r in runs])
         mem = raw["memory"].get(name)
         if mem is not None:
             row["bytes_per_conn"] = mem["memory_bytes"] / n
-        if name in style_of and style_of[name] in raw["library"]:
-            row["library_bytes_per_conn"] = raw["library"][style_of[name]]
-            row["library_register_us"] = raw["library"][f"{style_of[name]}_register_us"]
+        style = _style(name)
+        if style is not None and style in raw["library"]:
+            row["library_bytes_per_conn"] = raw["library"][style]
+            row["library_register_us"] = raw["library"][f"{style}_register_us"]
         out[name] = row
     return out
 
@@ -208,9 +301,15 @@ def run(settings: Settings, progress: Progress = lambda message: None) -> dict[s
     results = {}
     for n in settings.connections:
         results[str(n)] = summarize(n, run_one_size(n, settings, progress))
+    cpus = choose_cpus(settings.pin)
     return {
         "settings": settings.__dict__
-        | {"connections": list(settings.connections), "arms": list(settings.arms)},
+        | {
+            "connections": list(settings.connections),
+            "arms": list(settings.arms),
+            "server_cpu": cpus[0] if cpus else None,
+            "driver_cpu": cpus[1] if cpus else None,
+        },
         "results": results,
     }
 
