@@ -6,6 +6,10 @@ each task iterates its own ``poller.watch(desc)`` stream. Leaving the ``async wi
 poller.watch(...)`` block -- the client left, or the task was cancelled -- stops the
 registration. Nothing here is asyncio-specific: pass ``--backend trio`` and it runs on trio.
 
+Each connection reads until EAGAIN or EOF before it believes a hang-up, keeps the echo it
+could not send yet in an output buffer with WRITE interest (``poller.modify()``) until the
+client takes it, and drops a client with more than ``MAX_OUTPUT`` bytes waiting.
+
     python examples/anyio_asyncio.py [--port 9002] [--backend asyncio|trio] [--uvloop]
 """
 
@@ -20,22 +24,23 @@ import anyio
 
 from netpoll_trio import Event, Poller, handle_listener, handle_read
 
+READING = Event.READ | Event.EDGE_TRIGGERED  # what handle_read() registers
+WRITING = READING | Event.WRITE  # while output is queued
+FLUSHING = Event.WRITE | Event.EDGE_TRIGGERED  # the client sent EOF; output still queued
+MAX_OUTPUT = 1 << 20  # bytes queued for one client; beyond that it is not reading: drop it
 
-def echo(conn: socket.socket) -> bool:
-    """Drain the socket (edge-triggered: until EAGAIN) and echo; False once it is over."""
-    while True:
+
+def flush(conn: socket.socket, output: bytearray) -> bool:
+    """Send as much of ``output`` as the socket takes now; False if the connection failed."""
+    while output:
         try:
-            data = conn.recv(65536)
+            sent = conn.send(output)
         except BlockingIOError:
-            return True
+            return True  # the send buffer is full: wait for WRITE
         except OSError:
             return False
-        if not data:
-            return False
-        try:
-            conn.send(data)
-        except OSError:
-            return False
+        del output[:sent]
+    return True
 
 
 async def serve(port: int) -> None:
@@ -44,25 +49,48 @@ async def serve(port: int) -> None:
     try:
         async with Poller() as poller, anyio.create_task_group() as tg:
 
-            async def handle(conn: socket.socket) -> None:
-                with conn:
-                    async with poller.watch(handle_read(conn)) as events:
+            async def handle_conn(conn: socket.socket) -> None:
+                output = bytearray()
+                eof = False
+                with conn:  # closed after the watch block has stopped the registration
+                    desc = handle_read(conn)
+                    async with poller.watch(desc) as events:
                         async for event in events:
-                            if event & Event.POLLER_CLOSED or not echo(conn):
+                            if event & (Event.POLLER_CLOSED | Event.ERR):
+                                return
+                            while not eof:  # read until EAGAIN or EOF, hang-up or not
+                                try:
+                                    data = conn.recv(65536)
+                                except BlockingIOError:
+                                    break
+                                except OSError:
+                                    return
+                                if not data:
+                                    eof = True
+                                    break
+                                output += data  # echo
+                                if not flush(conn, output) or len(output) > MAX_OUTPUT:
+                                    return  # gone, or sends without reading: drop it
+                            if not flush(conn, output) or (eof and not output):
                                 return  # leaving the watch block stops the registration
+                            wanted = READING if not output else FLUSHING if eof else WRITING
+                            if desc.event != wanted:
+                                poller.modify(desc, wanted)  # WRITE interest while queued
 
             def on_listener(event: Event) -> None:
-                while True:
+                while not event & Event.POLLER_CLOSED:
                     try:
                         conn, _ = listener.accept()
-                    except (BlockingIOError, OSError):
+                    except OSError:  # BlockingIOError: all accepted; EMFILE: next time
                         return
-                    tg.start_soon(handle, conn)  # callbacks may call anyio, on any backend
+                    tg.start_soon(handle_conn, conn)  # callbacks may call anyio, any backend
 
-            poller.start(handle_listener(listener, Event.READ | Event.EDGE_TRIGGERED), on_listener)
+            poller.start(handle_listener(listener, READING), on_listener)
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for _ in signals:  # Ctrl-C: leave the block, which closes the poller
-                    tg.cancel_scope.cancel()
+                async for _ in signals:
+                    # Ctrl-C: close the poller; every watch stream yields POLLER_CLOSED
+                    # and its task ends, and so does the task group.
+                    await poller.aclose()
                     break
     finally:
         listener.close()

@@ -1,5 +1,10 @@
 """Smoke tests of examples/: start each one, connect clients, exchange, stop it with
-Ctrl-C (SIGINT), and check it exits cleanly."""
+Ctrl-C (SIGINT), and check it exits cleanly.
+
+Besides the plain exchange, every example must survive the two clients that break naive
+servers: one that half-closes (sends, ``shutdown(SHUT_WR)``, then reads everything, like
+``nc -N``: no byte may be lost) and one that sends but never reads (the server drops it
+and keeps serving everyone else)."""
 
 from __future__ import annotations
 
@@ -53,7 +58,28 @@ def recv_exactly(sock: socket.socket, n: int) -> bytes:
     return data
 
 
-@pytest.mark.parametrize(
+def recv_all(sock: socket.socket) -> bytes:
+    """Everything until EOF."""
+    chunks = []
+    while chunk := sock.recv(1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def flood_until_dropped(sock: socket.socket) -> None:
+    """Send without ever reading until the server drops us (reset or broken pipe)."""
+    chunk = b"x" * (1 << 16)
+    for _ in range(4096):  # 256 MB: far beyond any sane output cap plus socket buffers
+        try:
+            sock.sendall(chunk)
+        except TimeoutError:
+            pytest.fail("the server neither read nor dropped a client that does not read")
+        except OSError:
+            return
+    pytest.fail("a client that never reads was not dropped")
+
+
+ECHOES = pytest.mark.parametrize(
     ("script", "args"),
     [
         ("echo_server.py", ()),
@@ -62,6 +88,9 @@ def recv_exactly(sock: socket.socket, n: int) -> bytes:
         ("anyio_asyncio.py", ("--backend", "trio")),
     ],
 )
+
+
+@ECHOES
 def test_echo_examples(script: str, args: tuple[str, ...]) -> None:
     with running(script, *args) as port:
         clients = [connect(port) for _ in range(5)]
@@ -73,6 +102,127 @@ def test_echo_examples(script: str, args: tuple[str, ...]) -> None:
         finally:
             for client in clients:
                 client.close()
+
+
+@ECHOES
+def test_echo_half_closing_clients_lose_nothing(script: str, args: tuple[str, ...]) -> None:
+    with running(script, *args) as port:
+        # Like 50 x `nc -N`: connect, send, shut down the sending side at once -- the data
+        # and the hang-up (READ_HUP) often arrive together -- and only then read. Up to
+        # 200 kB each: more than the socket buffers hold for some, so the server also
+        # queues output and waits for WRITE.
+        messages = [bytes([65 + i % 26]) * (4_000 * i + 10) for i in range(50)]
+        clients = []
+        try:
+            for message in messages:
+                client = connect(port)
+                clients.append(client)
+                client.sendall(message)
+                client.shutdown(socket.SHUT_WR)  # "that is all"; the echo must still come
+            for client, message in zip(clients, messages, strict=True):
+                assert recv_all(client) == message
+        finally:
+            for client in clients:
+                client.close()
+
+
+@ECHOES
+def test_echo_drops_a_client_that_does_not_read(script: str, args: tuple[str, ...]) -> None:
+    with running(script, *args) as port:
+        hog, other = connect(port), connect(port)
+        try:
+            flood_until_dropped(hog)
+            other.sendall(b"still there?")
+            assert recv_exactly(other, 12) == b"still there?"
+            late = connect(port)
+            with late:
+                late.sendall(b"hello")
+                late.shutdown(socket.SHUT_WR)
+                assert recv_all(late) == b"hello"
+        finally:
+            hog.close()
+            other.close()
+
+
+class Member:
+    """A chat client; lines are read through a buffered file (never byte by byte)."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = connect(port)
+        self.file = self.sock.makefile("rb")
+
+    def say(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def line(self) -> bytes:
+        line = self.file.readline()
+        assert line.endswith(b"\n"), f"connection closed early: {line[-40:]!r}"
+        return line
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+def chat_members(port: int, count: int) -> list[Member]:
+    """``count`` members, all registered: each newcomer greets, and the others hear it (the
+    first says nothing: nobody would hear it, and it could reach a later newcomer)."""
+    members = [Member(port)]
+    for i in range(1, count):
+        member = Member(port)
+        member.say(f"member {i} here\n".encode())
+        for other in members:
+            assert other.line().endswith(f": member {i} here\n".encode())
+        members.append(member)
+    return members
+
+
+def test_chat_half_closing_client_loses_nothing() -> None:
+    with running("chat_server.py") as port:
+        alice, bob = chat_members(port, 2)
+        try:
+            # 30 lines of 20 kB, then a half-close; bob reads only afterwards, so the
+            # server must queue his output (partial sends, WRITE interest).
+            lines = [f"{i:02d}".encode() + b"." * 20_000 for i in range(30)]
+            alice.say(b"".join(line + b"\n" for line in lines[:-1]) + lines[-1])
+            alice.sock.shutdown(socket.SHUT_WR)  # the last line has no newline: still a line
+            for line in lines:
+                assert bob.line().split(b": ", 1)[1] == line + b"\n"
+            assert alice.file.read() == b""  # alice is closed once she heard everything
+            carol = Member(port)  # and the server is still fine
+            try:
+                carol.say(b"me\n")
+                assert bob.line().endswith(b": me\n")
+            finally:
+                carol.close()
+        finally:
+            alice.close()
+            bob.close()
+
+
+def test_chat_drops_a_member_that_does_not_read() -> None:
+    with running("chat_server.py") as port:
+        alice, bob, hog = chat_members(port, 3)
+        try:
+            # hog never reads again. alice talks in rounds that bob keeps up with: bob's
+            # queue stays small, hog's grows past the cap plus its socket buffers.
+            line = b"." * 30_000
+            for _ in range(40):  # 40 x 10 x 30 kB = 12 MB for each listener
+                alice.say((line + b"\n") * 10)
+                for _ in range(10):
+                    assert bob.line().endswith(b": " + line + b"\n")
+            hog.sock.settimeout(10)
+            try:  # what was sent before the drop, then EOF (or a reset)
+                while hog.sock.recv(1 << 16):
+                    pass
+            except ConnectionResetError:
+                pass
+            alice.say(b"bye bob\n")
+            assert bob.line().endswith(b": bye bob\n")
+        finally:
+            alice.close()
+            bob.close()
+            hog.close()
 
 
 def test_chat_example() -> None:
