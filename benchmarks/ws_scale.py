@@ -51,10 +51,13 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVERS = {
-    "netpoll": ROOT / "examples" / "ws_pubsub.py",
-    "trio-websocket": ROOT / "benchmarks" / "ws_trio_websocket.py",
+TWIN = ROOT / "benchmarks" / "ws_trio_websocket.py"
+SERVERS: dict[str, tuple[Path, tuple[str, ...]]] = {
+    "netpoll": (ROOT / "examples" / "ws_pubsub.py", ()),
+    "trio-websocket": (TWIN, ()),  # a sender task only while a connection has output
+    "trio-ws-persistent": (TWIN, ("--persistent-sender",)),  # one for its whole life
 }
+DEFAULT_SERVERS = ["netpoll", "trio-websocket"]
 TOPIC = "/bench"
 SIZES = (64, 4096)
 
@@ -74,6 +77,12 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -109,6 +118,7 @@ class Result:
     lost: int = 0  # messages a reading client did not get
     corrupt: int = 0  # messages that arrived wrong, out of order or twice
     shutdown_s: float = 0.0
+    run_s: float = 0.0  # wall time of this server at this N, start to exit
     server_stats: str = ""
     error: str = ""
 
@@ -265,8 +275,9 @@ def start_server(
         if cpu is not None:
             os.sched_setaffinity(0, {cpu})
 
+    script, options = SERVERS[kind]
     proc = subprocess.Popen(
-        [sys.executable, str(SERVERS[kind]), "--port", "0", "--max-buffer", str(max_buffer)],
+        [sys.executable, str(script), *options, "--port", "0", "--max-buffer", str(max_buffer)],
         stdout=subprocess.PIPE,
         stderr=log.open("w"),
         text=True,
@@ -320,12 +331,15 @@ async def run_one(kind: str, n: int, args: argparse.Namespace, deadline: float) 
 
             for size in SIZES:
                 check_deadline(deadline)
+                cpu = cpu_seconds(proc.pid)
                 times, lost = await broadcast_times(
                     sender, fanout, n, size, args.broadcasts, seq, args.timeout
                 )
+                cpu = cpu_seconds(proc.pid) - cpu
                 seq += args.broadcasts
                 result.lost += lost
                 result.bcast[str(size)] = summary(times)
+                result.bcast[str(size)]["server_cpu_ms"] = cpu / args.broadcasts * 1e3
 
             # 1% of clients that never read.
             check_deadline(deadline)
@@ -392,24 +406,51 @@ def check_deadline(deadline: float) -> None:
 # ---------------------------------------------------------------- report
 
 
+LEGEND = """\
+B/conn: (server RSS with N idle connections - RSS with none) / N.
+64B ms, 4KiB ms: one broadcast reaching all N clients, p50/p99 over the broadcasts
+(nearest rank: with 20, p99 is the slowest). cpu ms: server CPU time per broadcast
+(64B/4KiB). slow: the same with 1% more clients that never read. dropped: non-readers
+the server cut off at its output cap. RSS MB: server RSS with N idle -> after the slow
+phase. lost/bad: messages a reading client missed / got wrong, late or twice."""
+
+
+def title(args: argparse.Namespace, info: dict[str, Any]) -> str:
+    sizes = ",".join(str(n) for n in args.n)
+    line = (
+        f"ws_scale.py --n {sizes} --broadcasts {args.broadcasts} "
+        f"--max-buffer {args.max_buffer}: {info['cpu']}, {info['cores']} cores, "
+        f"Linux {info['kernel']}, Python {info['python']}, "
+        f"server on cpu {args.server_cpu}, load on cpu {args.load_cpu}"
+    )
+    if max(args.n) < 1000:
+        line += "\nSMOKE RUN (development sizes on a shared machine): not a measurement"
+    return line
+
+
 def table(results: list[Result]) -> str:
     head = (
-        f"{'server':<15}{'N':>7}{'B/idle conn':>12}{'RSS idle':>10}"
-        f"{'64B p50/p99 ms':>17}{'4KiB p50/p99 ms':>18}"
-        f"{'slow 64B':>15}{'slow 4KiB':>15}{'dropped':>9}{'RSS slow':>10}{'lost':>6}{'bad':>5}"
+        f"{'server':<19}{'N':>6}{'B/conn':>8}{'64B ms':>12}{'4KiB ms':>12}{'cpu ms':>11}"
+        f"{'slow 64B':>12}{'slow 4KiB':>12}{'dropped':>9}{'RSS MB':>13}{'lost':>5}{'bad':>4}"
     )
     lines = [head, "-" * len(head)]
 
-    def pair(d: dict[str, dict[str, float]], size: int) -> str:
+    def pair(d: dict[str, dict[str, float]], size: int, key: str = "p50_ms") -> str:
         s = d.get(str(size))
-        return f"{s['p50_ms']:.1f}/{s['p99_ms']:.1f}" if s else "-"
+        if not s:
+            return "-"
+        if key == "p50_ms":
+            return f"{s['p50_ms']:.1f}/{s['p99_ms']:.1f}"
+        return f"{s.get(key, math.nan):.1f}"
 
     for r in results:
+        cpu = f"{pair(r.bcast, 64, 'server_cpu_ms')}/{pair(r.bcast, 4096, 'server_cpu_ms')}"
+        rss = f"{r.rss_idle_mb:.0f}->{r.rss_after_slow_mb:.0f}"
         lines.append(
-            f"{r.server:<15}{r.n:>7}{r.rss_per_conn_b:>12.0f}{r.rss_idle_mb:>8.1f}MB"
-            f"{pair(r.bcast, 64):>17}{pair(r.bcast, 4096):>18}"
-            f"{pair(r.slow_bcast, 64):>15}{pair(r.slow_bcast, 4096):>15}"
-            f"{f'{r.dropped_slow}/{r.slow}':>9}{r.rss_after_slow_mb:>8.1f}MB{r.lost:>6}{r.corrupt:>5}"
+            f"{r.server:<19}{r.n:>6}{r.rss_per_conn_b:>8.0f}"
+            f"{pair(r.bcast, 64):>12}{pair(r.bcast, 4096):>12}{cpu:>11}"
+            f"{pair(r.slow_bcast, 64):>12}{pair(r.slow_bcast, 4096):>12}"
+            f"{f'{r.dropped_slow}/{r.slow}':>9}{rss:>13}{r.lost:>5}{r.corrupt:>4}"
         )
         if r.error:
             lines.append(f"    ! {r.error}")
@@ -437,7 +478,7 @@ def targets(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def plot(results: list[Result], path: str) -> None:
+def plot(results: list[Result], path: str, smoke: bool) -> None:
     try:
         import matplotlib
 
@@ -447,22 +488,24 @@ def plot(results: list[Result], path: str) -> None:
         print("matplotlib is not installed: no plot (pip install matplotlib)", file=sys.stderr)
         return
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    for kind in SERVERS:
+    for kind, color in zip(SERVERS, ("tab:blue", "tab:orange", "tab:green"), strict=True):
         rs = sorted((r for r in results if r.server == kind and not r.error), key=lambda r: r.n)
         if not rs:
             continue
         ns = [r.n for r in rs]
-        axes[0].plot(ns, [r.rss_per_conn_b / 1024 for r in rs], "o-", label=kind)
+        axes[0].plot(ns, [r.rss_per_conn_b / 1024 for r in rs], "o-", color=color, label=kind)
         for ax, key in ((axes[1], "bcast"), (axes[2], "slow_bcast")):
             for size, style in ((64, "o-"), (4096, "s--")):
                 ys = [getattr(r, key).get(str(size), {}).get("p50_ms", math.nan) for r in rs]
-                ax.plot(ns, ys, style, label=f"{kind} {size} B p50")
+                ax.plot(ns, ys, style, color=color, label=f"{kind} {size} B p50")
     axes[0].set(title="Server RSS per idle WebSocket", xlabel="connections", ylabel="KiB")
     axes[1].set(title="Broadcast to all, p50", xlabel="connections", ylabel="ms")
     axes[2].set(title="Broadcast, 1% never read, p50", xlabel="connections", ylabel="ms")
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    if smoke:
+        fig.suptitle("SMOKE RUN (development sizes): not a measurement", color="red")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     print(f"plot written to {path}")
@@ -496,8 +539,12 @@ async def main_async(args: argparse.Namespace) -> list[Result]:
             if time.monotonic() > deadline:
                 results.append(Result(server=kind, n=n, error="skipped: --time-limit reached"))
                 continue
-            print(f"... {kind}, N={n}", flush=True)
-            results.append(await run_one(kind, n, args, deadline))
+            print(f"... {kind}, N={n}", end=" ", flush=True)
+            start = time.monotonic()
+            result = await run_one(kind, n, args, deadline)
+            result.run_s = time.monotonic() - start
+            print(f"{result.run_s:.0f} s {result.error}", flush=True)
+            results.append(result)
     return results
 
 
@@ -512,8 +559,8 @@ def main() -> None:
     parser.add_argument(
         "--servers",
         type=lambda s: s.split(","),
-        default=list(SERVERS),
-        help=f"comma-separated, from {', '.join(SERVERS)}",
+        default=DEFAULT_SERVERS,
+        help=f"comma-separated, from {', '.join(SERVERS)} (default: {','.join(DEFAULT_SERVERS)})",
     )
     parser.add_argument("--broadcasts", type=int, default=20, help="per size and phase")
     parser.add_argument("--slow-fraction", type=float, default=0.01)
@@ -526,6 +573,7 @@ def main() -> None:
     parser.add_argument("--time-limit", type=float, default=1200.0, help="whole run, seconds")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--plot", help="write a PNG plot here (needs matplotlib)")
+    parser.add_argument("--table", help="write the text table here")
     args = parser.parse_args()
     for kind in args.servers:
         if kind not in SERVERS:
@@ -541,17 +589,22 @@ def main() -> None:
         parser.error(f"N={max(args.n)} needs ~{needed:.0f} fds; the limit is {limit}")
 
     results = asyncio.run(main_async(args))
-    print()
-    print(table(results))
-    summary_lines = targets(results)
-    if summary_lines:
-        print()
-        print(summary_lines)
     info = machine()
-    print(
-        f"\n{info['cpu']}, {info['cores']} cores, Linux {info['kernel']}, "
-        f"Python {info['python']}; server on cpu {args.server_cpu}, load on cpu {args.load_cpu}"
+    report = "\n\n".join(
+        part
+        for part in (
+            title(args, info),
+            table(results),
+            targets(results),
+            LEGEND,
+        )
+        if part
     )
+    print()
+    print(report)
+    if args.table:
+        Path(args.table).write_text(report + "\n")
+        print(f"table written to {args.table}")
     if args.json:
         Path(args.json).write_text(
             json.dumps(
@@ -561,7 +614,7 @@ def main() -> None:
         )
         print(f"results written to {args.json}")
     if args.plot:
-        plot(results, args.plot)
+        plot(results, args.plot, smoke=max(args.n) < 1000)
     if any(r.error or r.lost or r.corrupt for r in results):
         sys.exit(1)
 

@@ -20,6 +20,7 @@ handshake (it does not read, so it would never see one).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 from collections import deque
 
@@ -35,7 +36,7 @@ from trio_websocket import (
 class Subscriber:
     """One connection's outgoing side."""
 
-    __slots__ = ("dropped", "nursery", "queue", "queued", "sending", "ws")
+    __slots__ = ("dropped", "nursery", "queue", "queued", "sending", "wakeup", "ws")
 
     def __init__(self, ws: WebSocketConnection) -> None:
         self.ws = ws
@@ -47,8 +48,9 @@ class Subscriber:
 
 
 class PubSub:
-    def __init__(self, max_buffer: int) -> None:
+    def __init__(self, max_buffer: int, *, persistent: bool = False) -> None:
         self.max_buffer = max_buffer
+        self.persistent = persistent
         self.topics: dict[str, set[Subscriber]] = {}
         self.subscribers: set[Subscriber] = set()
         self.accepted = self.dropped = 0
@@ -64,6 +66,9 @@ class PubSub:
         try:
             async with trio.open_nursery() as nursery:
                 sub.nursery = nursery
+                if self.persistent:
+                    sub.wakeup = trio.Event()
+                    nursery.start_soon(self.persistent_sender, sub)
                 self.topics.setdefault(topic, set()).add(sub)
                 self.subscribers.add(sub)
                 while True:
@@ -90,7 +95,9 @@ class PubSub:
                 continue
             sub.queue.append(message)
             sub.queued += len(message)
-            if not sub.sending:
+            if self.persistent:
+                sub.wakeup.set()
+            elif not sub.sending:
                 sub.sending = True
                 sub.nursery.start_soon(self.sender, sub)
 
@@ -111,6 +118,16 @@ class PubSub:
         finally:
             sub.sending = False
 
+    async def persistent_sender(self, sub: Subscriber) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await sub.wakeup.wait()
+                sub.wakeup = trio.Event()
+                while sub.queue:
+                    message = sub.queue.popleft()
+                    sub.queued -= len(message)
+                    await sub.ws.send_message(message)
+
     async def shutdown(self, timeout: float) -> None:
         """Close every connection with 1001 (going away), waiting up to ``timeout``."""
         with trio.move_on_after(timeout):
@@ -120,7 +137,7 @@ class PubSub:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    pubsub = PubSub(args.max_buffer)
+    pubsub = PubSub(args.max_buffer, persistent=args.persistent_sender)
     async with trio.open_nursery() as nursery:
         server = await nursery.start(
             lambda task_status: serve_websocket(
@@ -148,6 +165,11 @@ def main() -> None:
     parser.add_argument("--max-buffer", type=int, default=4 << 20)
     parser.add_argument("--max-message", type=int, default=1 << 20)
     parser.add_argument("--shutdown-timeout", type=float, default=5.0)
+    parser.add_argument(
+        "--persistent-sender",
+        action="store_true",
+        help="one sender task per connection for its whole life (default: only while sending)",
+    )
     args = parser.parse_args()
     trio.run(serve, args)
     print("bye", flush=True)
