@@ -6,6 +6,7 @@ import netpoll_trio
 
 project = "netpoll_trio"
 author = "the netpoll_trio developers"
+copyright = f"2026, {author}"  # without it the HTML footer shows an empty "©."
 release = version = netpoll_trio.__version__
 extensions = ["sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.viewcode"]
 napoleon_google_docstring = True
