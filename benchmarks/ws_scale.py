@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import math
 import os
@@ -319,6 +320,9 @@ async def run_one(kind: str, n: int, args: argparse.Namespace, deadline: float) 
             start = time.perf_counter()
             clients = await open_readers(port, n, fanout, tasks, deadline)
             result.connect_s = time.perf_counter() - start
+            # The load's own garbage collector must not scan N connections mid-broadcast.
+            gc.collect()
+            gc.freeze()
             sender = clients[0]
             # Barrier: one broadcast all N receive proves every client is subscribed.
             await barrier(sender, fanout, n, seq, args.timeout)
@@ -370,6 +374,7 @@ async def run_one(kind: str, n: int, args: argparse.Namespace, deadline: float) 
         except (DeadlineError, RuntimeError, OSError, TimeoutError, asyncio.TimeoutError) as err:
             result.error = f"{type(err).__name__}: {err}"
         finally:
+            gc.unfreeze()
             result.corrupt = fanout.corrupt
             for s in non_readers:
                 s.close()

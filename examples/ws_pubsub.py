@@ -134,8 +134,13 @@ class PubSub:
                 return
             for desc, event in batch:
                 client = desc.data
-                if not client.closed:  # an earlier item of this batch may have dropped it
+                if client.closed:  # an earlier item of this batch dropped it
+                    continue
+                try:
                     self.service(client, event)
+                except Exception:  # one connection's bug must not take the others down
+                    log.exception("dropping the client on fd %d", desc.fileno())
+                    self.remove(client)
 
     def service(self, client: Client, event: Event) -> None:
         if event & Event.POLLER_CLOSED:
