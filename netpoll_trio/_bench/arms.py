@@ -214,9 +214,10 @@ async def _netpoll_shared(conns: list[socket.socket], session: Session, config: 
     async with Poller(config) as poller, anyio.create_task_group() as tg:
 
         async def worker() -> None:
-            async for desc, event in poller:
-                if not event & Event.POLLER_CLOSED:
-                    answer(desc.data)  # type: ignore[arg-type]  # a socket: we put it there
+            # Like the callback arm, the event is not looked at (an IntFlag test costs
+            # about a microsecond); everything is stopped before the poller closes.
+            async for desc, _event in poller:
+                answer(desc.data)  # type: ignore[arg-type]  # a socket: we put it there
 
         for _ in range(WORKERS):
             tg.start_soon(worker)
@@ -247,12 +248,10 @@ async def _netpoll_batch(conns: list[socket.socket], session: Session, config: C
 
         async def worker() -> None:
             receive_batch = poller.receive_batch
-            closed = Event.POLLER_CLOSED
             try:
                 while True:
-                    for desc, event in await receive_batch():
-                        if not event & closed:
-                            answer(desc.data)  # type: ignore[arg-type]  # a socket
+                    for desc, _event in await receive_batch():
+                        answer(desc.data)  # type: ignore[arg-type]  # a socket
             except anyio.EndOfStream:  # also a trio.EndOfChannel: the poller closed
                 return
 
