@@ -2,9 +2,10 @@
 
 N socketpairs; each round writes one byte to every peer and waits until every event has
 been handled (the handler drains the socket). Reported: microseconds per event (median of
-the rounds) for callbacks, the shared stream with 8 workers and one watch() per
-connection, under trio and anyio-asyncio, plus the same work done by a bare select.epoll
-loop (the ceiling) and by trio tasks parked in wait_readable (the baseline).
+the rounds) for callbacks, the shared stream with 8 workers (``async for`` and
+``receive_batch()``) and one watch() per connection, under trio and anyio-asyncio, plus
+the same work done by a bare select.epoll loop (the ceiling) and by trio tasks parked in
+wait_readable (the baseline).
 
     python benchmarks/bench_poller_event_cost.py [N] [ROUNDS]
 """
@@ -78,6 +79,29 @@ async def shared(pairs: Pairs, rounds: int) -> float:
         return result
 
 
+async def batch(pairs: Pairs, rounds: int) -> float:
+    r = Rounds(pairs, rounds)
+    async with Poller() as poller, anyio.create_task_group() as tg:
+        for a, _ in pairs:
+            poller.start(handle_read(a, data=a))  # the socket travels with its desc
+
+        async def worker() -> None:
+            try:
+                while True:
+                    for desc, ev in await poller.receive_batch():
+                        if ev != Event.POLLER_CLOSED:
+                            drain(desc.data)
+                            r.handled()
+            except anyio.EndOfStream:  # also a trio.EndOfChannel
+                return
+
+        for _ in range(8):
+            tg.start_soon(worker)
+        result = await r.run()
+        await poller.aclose()
+        return result
+
+
 async def watch(pairs: Pairs, rounds: int) -> float:
     r = Rounds(pairs, rounds)
     async with Poller() as poller, anyio.create_task_group() as tg:
@@ -128,9 +152,11 @@ def main() -> None:
         ("trio task/conn", "trio", trio_tasks),
         ("netpoll callback", "trio", callbacks),
         ("netpoll shared x8", "trio", shared),
+        ("netpoll batch x8", "trio", batch),
         ("netpoll watch/conn", "trio", watch),
         ("netpoll callback", "asyncio", callbacks),
         ("netpoll shared x8", "asyncio", shared),
+        ("netpoll batch x8", "asyncio", batch),
         ("netpoll watch/conn", "asyncio", watch),
     ]
     with socketpairs(n) as pairs:
