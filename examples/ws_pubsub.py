@@ -164,8 +164,8 @@ class PubSub:
             except OSError as err:
                 self.drop(client, f"recv: {err}")
                 return
-            if not data:  # EOF: everything before it was handled already
-                self.remove(client)
+            if not data:  # EOF: everything before it was handled already. The client
+                self.end(client)  # may only have shut down its side: flush, then hang up.
                 return
             received += len(data)
             if client.ws.state is ConnectionState.CLOSED:

@@ -256,6 +256,19 @@ def test_close_handshake_by_hand(port: int) -> None:
         raw.close()
 
 
+def test_half_close_after_the_close_frame(port: int) -> None:
+    """A message, a close frame and a FIN in one go: the server handles what came before
+    the end (the message is broadcast back, the close answered) before it hangs up."""
+    raw = Raw(port, "/half")
+    try:
+        raw.sock.sendall(frame(0x2, b"last words") + frame(0x8, (1000).to_bytes(2, "big")))
+        raw.sock.shutdown(socket.SHUT_WR)
+        assert raw.read_frame() == (0x2, b"last words")
+        assert raw.expect_close() == 1000
+    finally:
+        raw.close()
+
+
 @pytest.mark.parametrize(
     ("data", "code"),
     [
