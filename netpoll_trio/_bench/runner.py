@@ -233,7 +233,7 @@ def key_of(run: dict[str, Any], key: str) -> float:
 BASELINES = {"trio_tasks": "trio-tasks", "epoll": "epoll"}
 
 
-def summarize(n: int, raw: dict[str, Any]) -> dict[str, dict[str, float]]:
+def summarize(n: int, raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Medians per arm of the numbers the report shows, with the spread between runs.
 
     Besides the medians of each arm's own numbers, ``vs_trio_tasks`` / ``vs_epoll`` (and
@@ -242,15 +242,16 @@ def summarize(n: int, raw: dict[str, Any]) -> dict[str, dict[str, float]]:
     driver's CPU time over the burst window: near 1.0, the driver was the bottleneck and
     that row's msgs/s is a floor, not the server's limit.
     """
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for name, runs in raw["runs"].items():
         burst = [r["burst"] for r in runs]
         high = [r["high"] for r in runs]
         idle = [r["idle"] for r in runs]
         rates = [key_of(r, "msgs_per_s") for r in runs]
-        row = {
+        row: dict[str, Any] = {
             "connections": n,
             "msgs_per_s": _median(rates),
+            "msgs_per_s_runs": rates,  # per round, in round order: for in-run ratios
             "msgs_per_s_min": min(rates, default=float("nan")),
             "msgs_per_s_max": max(rates, default=float("nan")),
             "spread": _spread(rates),
@@ -270,6 +271,7 @@ def summarize(n: int, raw: dict[str, Any]) -> dict[str, dict[str, float]]:
             "high_p99_us": _median([h["p99_us"] for h in high]),
             "high_driver_cpu_share": _median([h.get("driver_cpu_share", math.nan) for h in high]),
             "idle_p50_us": _median([i["p50_us"] for i in idle]),
+            "idle_p50_us_runs": [i["p50_us"] for i in idle],
             "idle_p99_us": _median([i["p99_us"] for i in idle]),
             "register_us_per_conn": _median([r["register_s"] / n * 1e6 for r in runs]),
             "unanswered": sum(p["unanswered"] for p in burst + high + idle),
