@@ -575,7 +575,7 @@ def main() -> None:
     parser.add_argument("--server-cpu", type=int, default=0, help="-1: do not pin")
     parser.add_argument("--load-cpu", type=int, default=1, help="-1: do not pin")
     parser.add_argument("--timeout", type=float, default=60.0, help="for any one wait, seconds")
-    parser.add_argument("--time-limit", type=float, default=1200.0, help="whole run, seconds")
+    parser.add_argument("--time-limit", type=float, default=1800.0, help="whole run, seconds")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--plot", help="write a PNG plot here (needs matplotlib)")
     parser.add_argument("--table", help="write the text table here")
