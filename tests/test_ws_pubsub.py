@@ -293,6 +293,21 @@ def test_invalid_frames_close_with_the_right_code(port: int, data: bytes, code: 
         raw.close()
 
 
+def test_invalid_utf8_from_the_real_client(port: int) -> None:
+    """websockets sends bytes as a text frame when told to, unchecked: the server closes
+    with 1007 and the client sees it."""
+
+    async def main() -> None:
+        async with client(port, "/utf8-bad") as ws:
+            await ws.send(b"ok \xff\xfe", text=True)
+            with pytest.raises(ConnectionClosedError) as caught:
+                await ws.recv()
+            assert caught.value.rcvd is not None
+            assert caught.value.rcvd.code == 1007
+
+    asyncio.run(main())
+
+
 def test_message_too_big(port: int) -> None:
     async def main() -> None:
         async with client(port, "/big") as ws:
