@@ -25,7 +25,8 @@ what saturates first and every ratio is compressed. So:
   ``os.write`` and one counter, no random number, no clock.
 * A connection gets a new message only once its previous one was answered (the
   schedule's entry is skipped otherwise), so the server reads exactly one message per
-  ``recv()`` and every reply is unambiguous.
+  ``recv()`` and every reply is unambiguous. (With fewer connections than K, at most one
+  message per connection is in flight.)
 * Replies are counted from edge-triggered ``select.epoll`` events, not read one by one:
   each reply the server sends raises a new edge, and with one message outstanding per
   connection an edge *is* that reply. Freeing a received message costs the kernel about
