@@ -120,9 +120,7 @@ class Driver:
         """The slow path: read ``fd`` and return how many of its messages were answered."""
         try:
             got = self.recv_into[fd](self.buffer)
-        except BlockingIOError:
-            # A stale edge (its reply was read with an earlier one); rarely, a reply that
-            # edge stood for was counted early by the fast path: counts never double.
+        except BlockingIOError:  # nothing there: a spurious edge
             return 0
         if got == 0:  # the server closed it: its messages stay unanswered
             self.epoll.unregister(fd)
