@@ -21,7 +21,7 @@ import anyio
 import trio
 import trio.testing
 
-from .. import Config, Desc, Event, Poller, handle_read
+from .. import Config, Event, Poller, handle_read
 from .session import Session
 
 __all__ = ["ARMS", "Arm"]
@@ -215,31 +215,26 @@ async def _netpoll_shared(conns: list[socket.socket], session: Session, config: 
 
         async def worker() -> None:
             # Like the callback arm, the event is not looked at (an IntFlag test costs
-            # about a microsecond); everything is stopped before the poller closes.
+            # about a microsecond); POLLER_CLOSED at the end just finds nothing to read.
             async for desc, _event in poller:
                 answer(desc.data)  # type: ignore[arg-type]  # a socket: we put it there
 
         for _ in range(WORKERS):
             tg.start_soon(worker)
-        descs = await _register_shared(conns, session, poller)
+        await _register_shared(conns, session, poller)
         await _serve_phases(session, poller)
-        for desc in descs:
-            poller.stop(desc)
-        await poller.aclose()
+        await poller.aclose()  # POLLER_CLOSED to each desc (answer() finds nothing to read)
 
 
-async def _register_shared(
-    conns: list[socket.socket], session: Session, poller: Poller
-) -> list[Desc]:
+async def _register_shared(conns: list[socket.socket], session: Session, poller: Poller) -> None:
+    """Register every connection for the shared stream, keeping nothing per connection
+    outside the library: the socket travels in ``desc.data`` (no dict), the poller holds
+    the desc, and closing the poller ends every registration (no list of descs to stop)."""
     session.registering()
-    descs = []
     start = poller.start
     for sock in conns:
-        desc = handle_read(sock, data=sock)  # the connection travels with its desc: no dict
-        start(desc)
-        descs.append(desc)
+        start(handle_read(sock, data=sock))
     session.registered()
-    return descs
 
 
 async def _netpoll_batch(conns: list[socket.socket], session: Session, config: Config) -> None:
@@ -257,11 +252,9 @@ async def _netpoll_batch(conns: list[socket.socket], session: Session, config: C
 
         for _ in range(WORKERS):
             tg.start_soon(worker)
-        descs = await _register_shared(conns, session, poller)
+        await _register_shared(conns, session, poller)
         await _serve_phases(session, poller)
-        for desc in descs:
-            poller.stop(desc)
-        await poller.aclose()
+        await poller.aclose()  # POLLER_CLOSED to each desc (answer() finds nothing to read)
 
 
 async def _netpoll_watch(conns: list[socket.socket], session: Session, config: Config) -> None:
