@@ -44,7 +44,8 @@ def default_arms() -> list[str]:
         (name for name in ARMS if name.startswith("np-trio-batch") and not name.endswith("-nt")),
         "np-trio-shared8",
     )
-    return [name for name in ("trio-tasks", pool, "np-trio-callback", "epoll") if name in ARMS]
+    arms = ("trio-stream", "trio-tasks", pool, "np-trio-callback", "epoll")
+    return [name for name in arms if name in ARMS]
 
 
 def missing_modules(arm: str) -> list[str]:

@@ -23,7 +23,11 @@ CEILING = "epoll"
 #: The columns of the default table and what each means (also in ``--help``).
 SUMMARY_COLUMNS: list[tuple[str, str]] = [
     ("msgs/s", "messages answered per second, 256 in flight over all connections (higher: better)"),
-    ("speed", "msgs/s divided by that of one trio task per connection (2.00x: twice as fast)"),
+    (
+        "speed",
+        "msgs/s relative to one trio task per connection parked in wait_readable"
+        " (2.00x: twice as fast)",
+    ),
     ("CPU µs", "server CPU time per message, all its threads (lower is better)"),
     ("p99 ms", "99th-percentile time from sending a message to its answer, under that load"),
     ("idle µs", "median round trip of one message while every other connection is idle"),
@@ -32,7 +36,10 @@ SUMMARY_COLUMNS: list[tuple[str, str]] = [
         "memory per idle connection (tracemalloc), the server's own per-connection state"
         " included: a task, a closure, a map entry",
     ),
-    ("memory", "B/conn divided by that of one trio task per connection (0.10x: a tenth)"),
+    (
+        "memory",
+        "B/conn relative to one trio task per connection parked in wait_readable (0.10x: a tenth)",
+    ),
 ]
 
 TARGETS_NOTE = (
@@ -167,7 +174,8 @@ def conclusion(report: dict[str, Any]) -> str:
     cpu = _ratio(rows, best, BASELINE, "cpu_us_per_msg")
     pace = "faster" if speed >= 1.05 else "slower" if speed <= 0.95 else "about as fast"
     sentence = (
-        f"At {n} connections, {label} was {pace} than one trio task per connection: "
+        f"At {n} connections, {label} was {pace} than one trio task per connection "
+        f"(wait_readable): "
         f"{speed:.2f}x the messages per second at {cpu:.2f}x the CPU per message"
     )
     mem = _ratio(rows, best, BASELINE, "bytes_per_conn")
