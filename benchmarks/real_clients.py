@@ -59,6 +59,7 @@ LABELS = {
 PROTOCOLS = {"resp": "RESP PING (redis-benchmark -t ping_mbulk)", "http": "HTTP/1.1 GET (wrk)"}
 CLIENTS = {"resp": "redis-benchmark", "http": "wrk"}
 START_TIMEOUT = 15.0  # seconds for a server to print its port and accept
+TARGET = 1.1  # issue 11: the netpoll server against the wait_readable one, every column
 
 
 # ----------------------------------------------------------------- servers
@@ -430,6 +431,13 @@ def render(report: dict[str, object]) -> str:
             )
             if i == 0:
                 lines.append("  ".join("-" * w for w in widths))
+        if "netpoll" in kinds and "wait-readable" in kinds:
+            worst = min(by_n[n]["netpoll"]["vs_wait_readable"] for n in ns)
+            verdict = "met" if worst >= TARGET else "MISSED"
+            lines.append(
+                f"target (issue 11): netpoll >= {TARGET}x wait_readable in every column: "
+                f"{verdict} (worst {worst:.2f}x)"
+            )
         lines.append("")
     lines.append(
         f"server on CPU {settings['server_cpu']}, client on CPU {settings['client_cpu']}; "
@@ -495,6 +503,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.runs, args.seconds, args.requests, args.connections = 1, 1.0, 2000, [50]
     report = measure(args)
+    if args.smoke:
+        print("SMOKE RUN (tiny, one run): checks that everything runs, not a measurement")
     if args.json:
         Path(args.json).write_text(json.dumps(report | {"summary": summarize(report)}, indent=2))
     print(render(report))
