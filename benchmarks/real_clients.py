@@ -15,9 +15,10 @@ and the table shows medians, the spread between runs and, per column, the ratio
 netpoll / wait_readable taken inside each run (median of those).
 
 Before measuring, every server is checked with a small Python client: PING inline,
-multibulk, split and pipelined; HTTP GET keep-alive, pipelined, split; and a pipeline
-that is sent before any reply is read into a small receive buffer, so that the server
-must queue its output and wait for writability.
+multibulk, split and pipelined; HTTP GET keep-alive, pipelined, split; and pipelines
+that are sent before any reply is read, into a small receive buffer and from a server
+with a small send buffer, so that it must queue its output and wait for writability
+(once with the client shutting down its sending side right away).
 
 Not a CI step: it needs ``redis-tools`` and ``wrk`` (``apt-get install redis-tools wrk``)
 and a quiet machine with at least two CPUs.
@@ -150,9 +151,12 @@ def _pinned(command: list[str], cpu: int | None) -> list[str]:
 # ----------------------------------------------------------------- protocol checks
 
 
-def _exchange(port: int, chunks: list[bytes], expect: bytes, rcvbuf: int = 0) -> None:
-    """Send ``chunks`` (pausing between them, so they arrive apart), then read until
-    ``expect`` has come in full; raise if anything else comes or it takes too long."""
+def _exchange(
+    port: int, chunks: list[bytes], expect: bytes, rcvbuf: int = 0, half_close: bool = False
+) -> None:
+    """Send ``chunks`` (pausing between them, so they arrive apart; with ``half_close``,
+    then shut down the sending side), then read until ``expect`` has come in full; raise
+    if anything else comes or it takes too long."""
     with socket.socket() as sock:
         if rcvbuf:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
@@ -162,6 +166,8 @@ def _exchange(port: int, chunks: list[bytes], expect: bytes, rcvbuf: int = 0) ->
             if i:
                 time.sleep(0.02)
             sock.sendall(chunk)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
         got = bytearray()
         while len(got) < len(expect):
             data = sock.recv(65536)
@@ -216,6 +222,8 @@ def check(kind: str, proto: str, cpu: int | None = None) -> None:
             # 60k pipelined PINGs into a 4 KiB receive buffer: the server's output backs
             # up (short sends, WRITE interest) and must still arrive complete, in order.
             _exchange(port, [mbulk * 60000], pong * 60000, rcvbuf=4096)
+            # The client shuts down its side at once: every answer still arrives.
+            _exchange(port, [mbulk * 50000], pong * 50000, rcvbuf=4096, half_close=True)
         else:
             request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
             ok = servers.HTTP_RESPONSE
@@ -228,6 +236,7 @@ def check(kind: str, proto: str, cpu: int | None = None) -> None:
             close = b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"
             _exchange(port, [close], servers.HTTP_CLOSE_RESPONSE)
             _exchange(port, [request * 10000], ok * 10000, rcvbuf=4096)  # < MAX_OUTPUT
+            _exchange(port, [request * 5000], ok * 5000, rcvbuf=4096, half_close=True)
         if kind.startswith("netpoll"):
             _dropped_when_not_reading(port, servers.MAX_OUTPUT)
         if not server.alive():

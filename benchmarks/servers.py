@@ -44,7 +44,7 @@ WORKERS = 8
 READ_BUDGET = 16  # reads per event before a connection yields to the others
 POLLER_CLOSED = int(Event.POLLER_CLOSED)
 READABLE = int(Event.READ | Event.READ_HUP | Event.HUP | Event.ERR)  # read to learn which
-WRITABLE = int(Event.WRITE)
+FLUSH = int(Event.WRITE | Event.HUP | Event.ERR)
 READ = Event.READ | Event.EDGE_TRIGGERED
 READ_WRITE = Event.READ | Event.WRITE | Event.EDGE_TRIGGERED
 ACCEPT_FAILURES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -366,9 +366,9 @@ class Connection:
         if bits & POLLER_CLOSED:
             self.sock.close()  # the poller forgot the desc already
             return
-        if bits & WRITABLE and self.out:
+        if bits & FLUSH and self.out:  # writable, or gone (then the send fails: closed)
             self.flush()
-        if bits & READABLE:
+        if bits & READABLE and not self.proto.closing:
             # Edge-triggered: read until EAGAIN. A hang-up is believed only at EOF, after
             # every byte before it was read and answered.
             sock, proto = self.sock, self.proto
@@ -382,9 +382,9 @@ class Connection:
                 except OSError:  # reset by the peer
                     self.close()
                     return
-                if not data:
-                    self.close()
-                    return
+                if not data:  # EOF: close once the answers queued so far are sent (the
+                    proto.closing = True  # client may have shut down only its side)
+                    break
                 try:
                     reply = proto.feed(data)
                 except ValueError:  # malformed, or too much input without a request
