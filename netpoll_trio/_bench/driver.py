@@ -223,10 +223,11 @@ class Driver:
         cpu = _cpu() - cpu0
         switches = _involuntary_switches() - switches0
         self.position = position
-        self._settle(outstanding)
+        settled = self._settle(outstanding)
         return {
             "messages": answered,
             "seconds": elapsed,
+            "settled": settled,  # answers after the window (served, not counted above)
             "unanswered": sum(self.pending) + send_errors,
             "driver_cpu_s": cpu,
             "driver_cpu_share": cpu / elapsed if elapsed else 0.0,
@@ -235,14 +236,17 @@ class Driver:
             **percentiles(latencies),
         }
 
-    def _settle(self, outstanding: int) -> None:
+    def _settle(self, outstanding: int) -> int:
         """After a phase: wait (bounded) for the answers still due, so that the next phase
         starts from zero in flight (what never comes stays in ``pending`` as unanswered),
-        then read every reply left unread."""
+        then read every reply left unread. Returns how many answers came meanwhile."""
         grace_end = time.perf_counter() + GRACE
+        settled = 0
         while outstanding > 0 and time.perf_counter() < grace_end:
             for fd, mask in self.epoll.poll(0.05, 4096):
-                outstanding -= self._answered(fd, mask)
+                got = self._answered(fd, mask)
+                outstanding -= got
+                settled += got
         for fd in self.fds:
             if self.unread[fd]:
                 self.unread[fd] = 0
@@ -251,6 +255,7 @@ class Driver:
                         pass
                 except BlockingIOError:
                     pass
+        return settled
 
     def reset(self) -> None:
         """Forget what a previous phase left unanswered (it was reported then)."""

@@ -233,6 +233,21 @@ def key_of(run: dict[str, Any], key: str) -> float:
 BASELINES = {"trio_tasks": "trio-tasks", "epoll": "epoll"}
 
 
+def _server_cpu_per_message(phase: dict[str, Any]) -> float:
+    """Server CPU µs per message. The server's clock runs from the command to the result,
+    so it also served the answers that came after the driver's window (``settled``)."""
+    served = phase["messages"] + phase.get("settled", 0)
+    return float(phase["server_cpu_s"] / max(served, 1) * 1e6)
+
+
+def _server_share(phase: dict[str, Any], key: str) -> float:
+    """A server time (CPU, GC) as a share of the driver's load window. The server's own
+    wall clock also spans the driver's settling after the window, when there is little
+    to do; dividing by it would understate the share."""
+    window = phase.get("seconds") or phase["wall_s"]
+    return float(phase[key] / window) if window else math.nan
+
+
 def summarize(n: int, raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Medians per arm of the numbers the report shows, with the spread between runs.
 
@@ -255,19 +270,25 @@ def summarize(n: int, raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "msgs_per_s_min": min(rates, default=float("nan")),
             "msgs_per_s_max": max(rates, default=float("nan")),
             "spread": _spread(rates),
-            "cpu_us_per_msg": _median(
-                [b["server_cpu_s"] / max(b["messages"], 1) * 1e6 for b in burst]
+            "cpu_us_per_msg": _median([_server_cpu_per_message(b) for b in burst]),
+            "server_cpu_share": _median([_server_share(b, "server_cpu_s") for b in burst]),
+            "context_switches_per_1k_msgs": _median(
+                [
+                    b.get("server_context_switches", math.nan)
+                    / max(b["messages"] + b.get("settled", 0), 1)
+                    * 1000
+                    for b in burst
+                ]
             ),
-            "server_cpu_share": _median([b["server_cpu_s"] / b["wall_s"] for b in burst]),
             "driver_cpu_share": _median([b.get("driver_cpu_share", math.nan) for b in burst]),
             "driver_cpu_share_max": max(
                 (b.get("driver_cpu_share", math.nan) for b in burst), default=math.nan
             ),
-            "gc_share": _median([b["gc_s"] / b["wall_s"] for b in burst]),
+            "gc_share": _median([_server_share(b, "gc_s") for b in burst]),
             "burst_p50_us": _median([b["p50_us"] for b in burst]),
             "burst_p99_us": _median([b["p99_us"] for b in burst]),
             "high_msgs_per_s": _median([h["messages"] / h["seconds"] for h in high]),
-            "high_gc_share": _median([h["gc_s"] / h["wall_s"] for h in high]),
+            "high_gc_share": _median([_server_share(h, "gc_s") for h in high]),
             "high_p99_us": _median([h["p99_us"] for h in high]),
             "high_driver_cpu_share": _median([h.get("driver_cpu_share", math.nan) for h in high]),
             "idle_p50_us": _median([i["p50_us"] for i in idle]),

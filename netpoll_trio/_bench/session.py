@@ -12,11 +12,18 @@ from __future__ import annotations
 
 import gc
 import json
+import resource
 import socket
 import time
 import tracemalloc
 from dataclasses import dataclass, field
 from typing import Any
+
+
+def _context_switches() -> int:
+    """Voluntary and involuntary context switches of every thread of this process."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_nvcsw + usage.ru_nivcsw
 
 
 @dataclass
@@ -53,6 +60,7 @@ class Session:
     _current: Phase | None = None
     _t0: float = 0.0
     _cpu0: float = 0.0
+    _switches0: int = 0
     _mem0: int = 0
     _gc: _GcTimer | None = None
 
@@ -79,6 +87,7 @@ class Session:
         gc.callbacks.append(self._gc)
         self._t0 = time.perf_counter()
         self._cpu0 = time.process_time()
+        self._switches0 = _context_switches()
         self.control.sendall(json.dumps(phase.command).encode() + b"\n")
         return True
 
@@ -90,6 +99,7 @@ class Session:
         assert self._current is not None
         gc.callbacks.remove(self._gc)
         result["server_cpu_s"] = cpu
+        result["server_context_switches"] = _context_switches() - self._switches0
         result["gc_s"] = self._gc.seconds
         result["wall_s"] = wall
         self.results[self._current.name] = result
