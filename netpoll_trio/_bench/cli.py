@@ -156,26 +156,49 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def _drain(sock: socket.socket) -> int:
+    """Read until EAGAIN or EOF (edge-triggered: the next event comes only with new data)."""
+    total = 0
+    while True:
+        try:
+            data = sock.recv(65536)
+        except BlockingIOError:
+            return total
+        if not data:
+            return total
+        total += len(data)
+
+
 async def demo(connections: int = 200) -> str:
-    """Events from ``connections`` socketpairs reach 4 worker tasks through the shared stream."""
+    """Events from ``connections`` socketpairs reach 4 worker tasks through the shared stream.
+
+    Each server socket rides in its desc (``data=``); the workers take ready descs in
+    batches with :meth:`~netpoll_trio.Poller.receive_batch`, read each until EAGAIN, and
+    stop when the poller closes (``POLLER_CLOSED`` for whatever is still registered, then
+    the end of the stream).
+    """
     pairs = [socket.socketpair() for _ in range(connections)]
     try:
         received = 0
         async with Poller() as poller, trio.open_nursery() as nursery:
-            socks = {}
             for server, _client in pairs:
-                desc = handle_read(server)
-                socks[desc] = server
-                poller.start(desc)
+                poller.start(handle_read(server, data=server))
 
             async def worker() -> None:
                 nonlocal received
-                async for desc, event in poller:
-                    if event & Event.POLLER_CLOSED:
-                        continue
-                    received += len(socks[desc].recv(65536))
-                    if received == connections * 5:
-                        await poller.aclose()
+                while True:
+                    try:
+                        batch = await poller.receive_batch()
+                    except trio.EndOfChannel:  # closed, and every POLLER_CLOSED taken
+                        return
+                    for desc, event in batch:
+                        if event & Event.POLLER_CLOSED:
+                            continue  # the sockets are closed below, after the poller
+                        sock = desc.data  # the server socket, given as data= above
+                        assert isinstance(sock, socket.socket)
+                        received += _drain(sock)
+                    if received == connections * 5 and not poller.closed:
+                        await poller.aclose()  # everything arrived: end the demo
 
             for _ in range(4):
                 nursery.start_soon(worker)
