@@ -21,11 +21,12 @@ import socket
 import sys
 
 from ._errors import NotFilerError, kernel_error
-from ._flags import Event
+from ._flags import EpollEvent, Event
 
 __all__ = [
     "CONFIG_BITS",
     "Desc",
+    "check_event",
     "fileno_of",
     "handle",
     "handle_listener",
@@ -124,7 +125,14 @@ def _anyio_raw_socket(conn: object) -> object | None:
 _CONFIG_VALUE = CONFIG_BITS._value_
 
 
-def _check_event(event: object) -> Event:
+def check_event(event: object) -> Event:
+    if isinstance(event, EpollEvent):
+        # Both are IntFlags with different bit values: EPOLLOUT (0x4) would silently mean
+        # ONE_SHOT. Refuse rather than reinterpret.
+        raise TypeError(
+            f"Desc event must be an Event, got the kernel mask {event!r}; "
+            "use Event.READ / Event.WRITE / ... (Event.from_epoll() translates a kernel mask)"
+        )
     if isinstance(event, Event):
         value = event._value_  # plain int arithmetic: IntFlag operators cost microseconds
     elif isinstance(event, int) and not isinstance(event, bool):
@@ -159,29 +167,39 @@ class Desc:
         event: a combination of ``READ``, ``WRITE``, ``ONE_SHOT`` and ``EDGE_TRIGGERED``.
             With neither ``READ`` nor ``WRITE`` (allowed, as in Go) only ``HUP`` and
             ``ERR`` are ever reported.
+        data: the initial value of :attr:`data`.
+
+    Attributes:
+        data: a free slot for the user's own object (the connection, a protocol state
+            machine), ``None`` by default, never read by the library -- epoll's
+            ``epoll_data``. A worker taking ``(desc, event)`` from the shared stream
+            reaches its connection as ``desc.data``, with no fd-to-connection dict.
 
     Raises:
         NotFilerError: ``fd`` is not a non-negative int.
         ValueError: ``event`` holds any other bit; the message names it.
-        TypeError: ``event`` is not an int flag.
+        TypeError: ``event`` is not an :class:`~netpoll_trio.Event` (an
+            :class:`~netpoll_trio.EpollEvent` included: its bits mean other things).
     """
 
-    __slots__ = ("_event", "_fd")
+    __slots__ = ("_event", "_fd", "data")
 
-    def __init__(self, fd: int, event: Event) -> None:
+    def __init__(self, fd: int, event: Event, *, data: object = None) -> None:
         self._fd = _check_fd(fd, fd)
-        self._event = _check_event(event)
+        self._event = check_event(event)
+        self.data = data
 
     #: True when the fd is known to be non-blocking already (set by handle*()), so that
     #: registering it can skip a syscall. A class attribute: it costs no memory per Desc.
     _nonblocking = False
 
     @staticmethod
-    def _handled(fd: int, event: Event) -> Desc:
+    def _handled(fd: int, event: Event, data: object) -> Desc:
         """A Desc for values validated already, whose fd handle() made non-blocking."""
         desc = object.__new__(_HandledDesc)
         desc._fd = fd
         desc._event = event
+        desc.data = data
         return desc
 
     def fileno(self) -> int:
@@ -204,31 +222,38 @@ class _HandledDesc(Desc):
     _nonblocking = True
 
 
-def new_desc(fd: int, event: Event) -> Desc:
-    """Create a :class:`Desc` for a raw fd (Go's ``NewDesc``); the fd is not touched."""
-    return Desc(fd, event)
+def new_desc(fd: int, event: Event, *, data: object = None) -> Desc:
+    """Create a :class:`Desc` for a raw fd (Go's ``NewDesc``); the fd is not touched.
+
+    Raises:
+        NotFilerError, ValueError, TypeError: as :class:`Desc`.
+    """
+    return Desc(fd, event, data=data)
 
 
-def handle(conn: object, event: Event) -> Desc:
+def handle(conn: object, event: Event, *, data: object = None) -> Desc:
     """Create a :class:`Desc` for a connection and make its fd non-blocking (Go's ``Handle``).
 
     Args:
         conn: an int fd, anything with ``fileno()``, a ``trio.SocketStream`` or
             ``trio.SocketListener``, or an anyio socket stream or listener.
         event: see :class:`Desc`.
+        data: stored as :attr:`Desc.data` (typically ``conn`` itself, or your
+            connection object).
 
     Raises:
         NotFilerError: ``conn`` does not lead to a file descriptor (the message says why).
         ValueError: ``event`` holds bits other than the four configuration bits.
+        TypeError: ``event`` is not an :class:`~netpoll_trio.Event`.
         OSError: the fd could not be made non-blocking (EBADF for a closed fd, ...).
     """
-    event = _check_event(event)
+    event = check_event(event)
     fd = fileno_of(conn)
     if isinstance(conn, socket.socket):
         conn.setblocking(False)  # keeps Python's view of the socket in step with the fd
     else:
         set_non_blocking(fd)
-    return Desc._handled(fd, event)
+    return Desc._handled(fd, event, data)
 
 
 # Computed once: IntFlag arithmetic costs more than the rest of a handle_*() call.
@@ -239,35 +264,35 @@ _WRITE_ONCE = Event.WRITE | Event.ONE_SHOT
 _READ_WRITE = Event.READ | Event.WRITE | Event.EDGE_TRIGGERED
 
 
-def handle_read(conn: object) -> Desc:
+def handle_read(conn: object, *, data: object = None) -> Desc:
     """``handle(conn, READ | EDGE_TRIGGERED)``."""
-    return handle(conn, _READ)
+    return handle(conn, _READ, data=data)
 
 
-def handle_read_once(conn: object) -> Desc:
+def handle_read_once(conn: object, *, data: object = None) -> Desc:
     """``handle(conn, READ | ONE_SHOT)``."""
-    return handle(conn, _READ_ONCE)
+    return handle(conn, _READ_ONCE, data=data)
 
 
-def handle_write(conn: object) -> Desc:
+def handle_write(conn: object, *, data: object = None) -> Desc:
     """``handle(conn, WRITE | EDGE_TRIGGERED)``."""
-    return handle(conn, _WRITE)
+    return handle(conn, _WRITE, data=data)
 
 
-def handle_write_once(conn: object) -> Desc:
+def handle_write_once(conn: object, *, data: object = None) -> Desc:
     """``handle(conn, WRITE | ONE_SHOT)``."""
-    return handle(conn, _WRITE_ONCE)
+    return handle(conn, _WRITE_ONCE, data=data)
 
 
-def handle_read_write(conn: object) -> Desc:
+def handle_read_write(conn: object, *, data: object = None) -> Desc:
     """``handle(conn, READ | WRITE | EDGE_TRIGGERED)``."""
-    return handle(conn, _READ_WRITE)
+    return handle(conn, _READ_WRITE, data=data)
 
 
-def handle_listener(listener: object, event: Event) -> Desc:
+def handle_listener(listener: object, event: Event, *, data: object = None) -> Desc:
     """Create a :class:`Desc` for a listening socket (Go's ``HandleListener``).
 
     Accepts the same objects as :func:`handle`, including an anyio ``MultiListener`` that
     holds exactly one listener.
     """
-    return handle(listener, event)
+    return handle(listener, event, data=data)

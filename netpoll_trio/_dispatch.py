@@ -94,6 +94,11 @@ class Registration:
         and a slot would cost 8 bytes per registration)."""
         return interest_of(self.desc._event)
 
+    def set_event(self, event: Event) -> None:
+        """Watch ``event`` from now on (``Poller.modify``); the caller tells the kernel
+        :attr:`interest` afterwards."""
+        self.desc._event = event
+
     def deliver(self, mask: int) -> None:
         """Take one epoll record's mask (loop thread)."""
         raise NotImplementedError
@@ -134,10 +139,8 @@ class WatchRegistration(Registration):
     __slots__ = ("active", "closed", "lot", "pending", "rearm", "taken")
 
     def __init__(self, desc: Desc, epoch: int, lot: ParkingLotLike) -> None:
-        value = desc.event._value_
-        edge_only = value & _EDGE_TRIGGERED and not value & _ONE_SHOT
         super().__init__(desc, epoch)
-        self.rearm = not edge_only
+        self.rearm = _needs_rearm(desc.event)
         self.lot = lot
         self.pending = 0
         self.active = True
@@ -147,6 +150,30 @@ class WatchRegistration(Registration):
     @property
     def interest(self) -> int:
         return interest_of(self.desc._event, oneshot=self.rearm)
+
+    def set_event(self, event: Event) -> None:
+        self.desc._event = event
+        self.rearm = _needs_rearm(event)
+
+    def rearm_due(self) -> bool:
+        """The consumer asks for the next event: True if the kernel must be re-armed now
+        (an event was handed out since the last re-arm, and this desc is armed one-shot)."""
+        if not self.taken:
+            return False
+        self.taken = False
+        return self.active and self.rearm
+
+    def take(self) -> int:
+        """The coalesced mask to hand out next: ``EPOLLCLOSED`` once after the poller
+        closed, else the pending mask (0 if none). ``active`` false and 0: the end."""
+        if self.closed:
+            self.closed = False
+            return _EPOLLCLOSED
+        mask = self.pending
+        if mask:
+            self.pending = 0
+            self.taken = True
+        return mask
 
     def deliver(self, mask: int) -> None:
         self.pending |= mask
@@ -163,6 +190,12 @@ class WatchRegistration(Registration):
         self.pending = 0
         self.closed = True
         self.lot.unpark_all()
+
+
+def _needs_rearm(event: Event) -> bool:
+    """A stream registration is armed one-shot in the kernel unless edge-triggered only."""
+    value = event._value_
+    return not (value & _EDGE_TRIGGERED and not value & _ONE_SHOT)
 
 
 # SharedRegistration.state bits (one small int instead of three slots).
@@ -189,6 +222,11 @@ class SharedRegistration(Registration):
     def interest(self) -> int:
         return interest_of(self.desc._event, oneshot=bool(self.state & REARM))
 
+    def set_event(self, event: Event) -> None:
+        self.desc._event = event
+        level = not event._value_ & (_EDGE_TRIGGERED | _ONE_SHOT)
+        self.state = (self.state | REARM) if level else (self.state & ~REARM)
+
     def deliver(self, mask: int) -> None:
         self.pending |= mask
         if not self.state & QUEUED:
@@ -209,21 +247,44 @@ class SharedRegistration(Registration):
             self.queue.push(self)
 
 
+class _Unopened:
+    """The parking lot of a poller that was never opened: nobody ever parks there."""
+
+    def __len__(self) -> int:
+        return 0
+
+    def unpark(self) -> None:
+        pass
+
+    unpark_all = unpark
+
+    async def park(self) -> None:  # pragma: no cover - receivers check closed first
+        raise RuntimeError("the Poller is not open")
+
+
 class SharedQueue:
     """The shared stream's ready queue: each registration at most once, FIFO.
 
     Stopped registrations are left in the deque and skipped when popped; once they are
     more than half of it, it is compacted, so its length stays below twice the number of
     live queued registrations.
+
+    ``rearm(reg)`` re-arms a level-triggered registration in the kernel when a worker
+    takes it; ``on_empty()`` is called when a take leaves the queue empty while
+    ``patient`` (the wait thread is waiting for the workers to drain it). Both are set by
+    the poller when it opens.
     """
 
-    __slots__ = ("closed", "dead", "lot", "ready")
+    __slots__ = ("closed", "dead", "lot", "on_empty", "patient", "ready", "rearm")
 
-    def __init__(self, lot: ParkingLotLike) -> None:
+    def __init__(self) -> None:
         self.ready: deque[SharedRegistration] = deque()
-        self.lot = lot
+        self.lot: ParkingLotLike = _Unopened()
         self.dead = 0
         self.closed = False
+        self.patient = False
+        self.rearm: Callable[[SharedRegistration], object] = _no_rearm
+        self.on_empty: Callable[[], object] = _no_rearm
 
     def push(self, reg: SharedRegistration) -> None:
         self.ready.append(reg)
@@ -251,8 +312,32 @@ class SharedQueue:
             return reg, mask
         return None
 
+    def take(self, max_items: int) -> list[tuple[Desc, Event]]:
+        """Take up to ``max_items`` ready descs with their coalesced events (maybe none).
+
+        Level-triggered ones are re-armed as they are taken (after the poller closed every
+        mask is EPOLLCLOSED, and nothing is re-armed)."""
+        items: list[tuple[Desc, Event]] = []
+        pop = self.pop
+        while len(items) < max_items:
+            item = pop()
+            if item is None:
+                break
+            reg, mask = item
+            if reg.state & REARM and mask != _EPOLLCLOSED:
+                self.rearm(reg)
+            items.append((reg.desc, event_from_mask(mask)))
+        if self.patient and not self.ready:
+            self.patient = False
+            self.on_empty()
+        return items
+
     def __len__(self) -> int:
         return len(self.ready) - self.dead
+
+
+def _no_rearm(*args: object) -> None:
+    """Placeholder for the hooks of a poller that was never opened."""
 
 
 class Dispatcher:

@@ -23,17 +23,21 @@ still in flight find the poller closed and are dropped.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import select
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, final
 
-from ._desc import Desc, set_non_blocking
+import anyio.abc
+import trio.abc
+
+from ._channel import BusyReceiver, ClosedStream, EndOfStream, NothingReady
+from ._desc import Desc, check_event, set_non_blocking
 from ._dispatch import (
-    REARM,
     CallbackRegistration,
     Dispatcher,
     Registration,
@@ -49,15 +53,15 @@ from ._errors import (
     kernel_error,
     unsupported_platform,
 )
-from ._flags import EpollEvent, Event, event_from_mask
+from ._flags import Event, event_from_mask
 from ._loop import Backend, CancelScopeLike, current_backend
-from ._sources import BatchSource, LoopSource, ThreadSource
+from ._sources import UNOPENED, BatchSource, LoopSource, ThreadSource
 from ._syscalls import Syscalls
 
 __all__ = ["Config", "EventStream", "Poller", "PollerStatistics", "Watch"]
 
-_EPOLLCLOSED = int(EpollEvent.EPOLLCLOSED)
 _NEW, _OPEN, _CLOSED = "new", "open", "closed"
+_NOT_OPEN = "the Poller is not open yet: use `async with Poller() as poller:`"
 
 
 @dataclass(frozen=True)
@@ -131,10 +135,10 @@ class Poller:
         self._dispatcher = Dispatcher(self._fail)
         self._error: BaseException | None = None
         self._thread_id = 0
+        self._source: BatchSource = UNOPENED
+        self._shared = SharedQueue()
         # Set by __aenter__:
         self._backend: Backend
-        self._source: BatchSource
-        self._shared: SharedQueue
         self._scope: CancelScopeLike
 
     # ---------------------------------------------------------------- lifecycle
@@ -149,10 +153,16 @@ class Poller:
             raise RuntimeError("a Poller can be entered only once")
         backend = current_backend()
         await backend.checkpoint()
+        if self._state is not _NEW:  # closed by aclose() during the checkpoint
+            raise ClosedError()
         self._backend = backend
-        self._shared = SharedQueue(backend.parking_lot())
         kind = ThreadSource if self._config.wait_thread else LoopSource
-        self._source = kind(self._config.syscalls, backend, self._deliver, self._on_wait_died)
+        source = kind(self._config.syscalls, backend, self._deliver, self._on_wait_died)
+        self._source = source
+        shared = self._shared
+        shared.lot = backend.parking_lot()
+        shared.rearm = self._rearm_quietly
+        shared.on_empty = source.drained
         self._thread_id = threading.get_ident()
         self._state = _OPEN
         self._source.start()
@@ -188,6 +198,7 @@ class Poller:
         """
         if self._state is _NEW:
             self._state = _CLOSED
+            self._shared.closed = True
             await current_backend().checkpoint()
             return
         self._close()
@@ -197,6 +208,7 @@ class Poller:
         """Close synchronously on the loop thread; idempotent."""
         if self._state is not _OPEN:
             self._state = _CLOSED
+            self._shared.closed = True
             return
         self._state = _CLOSED
         error = self._source.stop()
@@ -225,7 +237,8 @@ class Poller:
         except BaseException as exc:  # a bug of ours must not reach the loop machinery
             self._fail(exc)
         if self._state is _OPEN:
-            self._source.delivered(backlog=bool(self._shared.ready))
+            backlog = self._shared.patient = bool(self._shared.ready)
+            self._source.delivered(backlog)
 
     def _on_wait_died(self, error: BaseException) -> None:
         if self._state is not _OPEN:
@@ -246,7 +259,7 @@ class Poller:
         if self._state is not _OPEN:
             if self._state is _CLOSED:
                 raise ClosedError()
-            raise RuntimeError("the Poller is not open yet: use `async with Poller() as poller:`")
+            raise RuntimeError(_NOT_OPEN)
         if threading.get_ident() != self._thread_id:
             raise RuntimeError(
                 "a Poller must be used from the thread running the event loop that opened it"
@@ -318,6 +331,9 @@ class Poller:
             if not (quietly and err.errno in FORGOTTEN_ERRNOS):
                 raise kernel_error(err, fd, "re-arming it in epoll") from None
 
+    def _rearm_quietly(self, reg: Registration) -> None:
+        self._rearm(reg, quietly=True)
+
     def start(self, desc: Desc, callback: Callable[[Event], object] | None = None) -> None:
         """Register ``desc``; its fd becomes non-blocking. Not a checkpoint.
 
@@ -335,7 +351,9 @@ class Poller:
             RegisteredError: ``desc`` (or another live Desc for its fd) is registered.
             OSError: the kernel refused (EPERM for a regular file, EBADF for a closed
                 fd, ...); the message names the fd and nothing stays registered.
-            TypeError: ``desc`` is not a Desc, or ``callback`` is not callable.
+            TypeError: ``desc`` is not a Desc, or ``callback`` is not callable, or is an
+                ``async def`` function (a callback is called synchronously; use the
+                shared stream or :meth:`watch` for tasks).
         """
         self._check_open()
         if callback is None:
@@ -343,6 +361,15 @@ class Poller:
             return
         if not callable(callback):
             raise TypeError(f"callback must be callable, got {callback!r}")
+        if inspect.iscoroutinefunction(callback) or inspect.iscoroutinefunction(
+            getattr(callback, "__call__", None)  # noqa: B004 (an async __call__, not callability)
+        ):
+            raise TypeError(
+                f"callback {callback!r} is an async function, and a callback is called "
+                "synchronously on the event loop (its coroutine would never run); use the "
+                "shared stream (start(desc) without a callback, then poller.receive()) or "
+                "poller.watch(desc) to handle events in a task"
+            )
         self._register(desc, CallbackRegistration, callback)
 
     def stop(self, desc: Desc) -> None:
@@ -370,28 +397,135 @@ class Poller:
         self._check_open()
         self._rearm(self._lookup(desc))
 
+    def modify(self, desc: Desc, event: Event) -> None:
+        """Change what a registered ``desc`` watches, in place. Not a checkpoint.
+
+        One ``epoll_ctl(MOD)``: the registration keeps its delivery route (callback,
+        ``watch()`` stream or shared stream) and nothing pending is lost; afterwards
+        ``desc.event == event``. Like :meth:`resume`, it re-arms a ONE_SHOT desc. Typical
+        use: add ``WRITE`` interest while output is queued, drop it once flushed::
+
+            poller.modify(desc, Event.READ | Event.WRITE | Event.EDGE_TRIGGERED)
+
+        Raises:
+            ClosedError: the poller is closed.
+            NotRegisteredError: ``desc`` is not registered.
+            ValueError: ``event`` holds bits a Desc may not hold (the message names them).
+            TypeError: ``event`` is not an :class:`Event`.
+            OSError: the kernel refused (the fd was closed, ...); the message names the
+                fd, and the desc keeps its previous event.
+        """
+        self._check_open()
+        event = check_event(event)
+        reg = self._lookup(desc)
+        previous = desc._event
+        reg.set_event(event)
+        try:
+            self._source.epoll.modify(desc._fd, reg.interest)
+        except OSError as err:
+            reg.set_event(previous)
+            raise kernel_error(err, desc._fd, "modifying its epoll events") from None
+
     def watch(self, desc: Desc) -> Watch:
         """Return an async context manager giving a per-connection :class:`EventStream`.
 
         ``async with poller.watch(desc) as events: async for event in events: ...``.
         Entering registers ``desc`` (a checkpoint); leaving the block for any reason,
         cancellation included, stops it. Leaving after the poller closed does nothing.
+        Not a checkpoint itself; entering raises what :meth:`start` raises.
         """
         return Watch(self, desc)
 
     def statistics(self) -> PollerStatistics:
         """Return a snapshot of the poller's counters (see :class:`PollerStatistics`)."""
         dispatcher = self._dispatcher
-        opened = self._state is not _NEW
         return PollerStatistics(
             registered=len(dispatcher.regs),
             events_delivered=dispatcher.events_delivered,
             batches=dispatcher.batches,
-            wakeups=self._source.wakeups if opened else 0,
-            ready=len(self._shared) if opened else 0,
+            wakeups=self._source.wakeups,
+            ready=len(self._shared),
         )
 
     # ---------------------------------------------------------------- shared stream
+    #
+    # receive() = receive_nowait() + a checkpoint, as trio's memory channels do; the
+    # checkpoint comes before the take, so a cancelled receive() never loses an item.
+    # receive_batch() pays that one checkpoint (and one wake-up) for up to max_items.
+
+    def receive_nowait(self) -> tuple[Desc, Event]:
+        """Take the next ready desc and its coalesced event without waiting.
+
+        Not a checkpoint.
+
+        Raises:
+            trio.WouldBlock: nothing is ready now (the exception is also an
+                ``anyio.WouldBlock``).
+            trio.EndOfChannel: the poller is closed and every ``POLLER_CLOSED`` has been
+                taken (also an ``anyio.EndOfStream``).
+            RuntimeError: the poller was never entered.
+        """
+        items = self._shared.take(1)
+        if items:
+            return items[0]
+        raise self._nothing_ready()
+
+    async def receive(self) -> tuple[Desc, Event]:
+        """Wait for the next ready desc and take it with its coalesced event.
+
+        What ``async for desc, event in poller`` gives. Any number of tasks may receive
+        at once; each ready desc goes to exactly one of them. A checkpoint (before taking,
+        so a cancelled call loses nothing).
+
+        Raises:
+            trio.EndOfChannel: the poller is closed and every ``POLLER_CLOSED`` has been
+                taken (also an ``anyio.EndOfStream``).
+            RuntimeError: the poller was never entered.
+        """
+        return (await self.receive_batch(1))[0]
+
+    async def receive_batch(self, max_items: int = 64) -> list[tuple[Desc, Event]]:
+        """Wait until at least one desc is ready, then take up to ``max_items`` at once.
+
+        Each comes with its coalesced event, in queue order; the list is never empty.
+        Each desc still goes to exactly one receiver, whichever method each worker uses.
+        One checkpoint for the whole batch, before taking (a cancelled call loses
+        nothing): the cheapest way for a worker pool to drain a busy poller.
+
+        Raises:
+            ValueError: ``max_items`` is less than 1.
+            TypeError: ``max_items`` is not an int.
+            trio.EndOfChannel: the poller is closed and every ``POLLER_CLOSED`` has been
+                taken (also an ``anyio.EndOfStream``).
+            RuntimeError: the poller was never entered.
+        """
+        if max_items.__class__ is not int and (
+            isinstance(max_items, bool) or not isinstance(max_items, int)
+        ):
+            raise TypeError(f"max_items must be an int, got {max_items!r}")
+        if max_items < 1:
+            raise ValueError(f"max_items must be at least 1, got {max_items}")
+        shared = self._shared
+        if self._source is UNOPENED:
+            if self._state is _NEW:
+                raise RuntimeError(_NOT_OPEN)
+            await current_backend().checkpoint()  # closed without ever being entered
+            raise EndOfStream
+        await self._backend.checkpoint()
+        while True:
+            items = shared.take(max_items)
+            if items:
+                return items
+            if shared.closed:
+                raise EndOfStream
+            await shared.lot.park()
+
+    def _nothing_ready(self) -> Exception:
+        if self._shared.closed:
+            return EndOfStream()
+        if self._state is _NEW:
+            return RuntimeError(_NOT_OPEN)
+        return NothingReady()
 
     def __aiter__(self) -> Poller:
         return self
@@ -403,24 +537,13 @@ class Poller:
         When the poller closes, every desc still registered comes once with
         ``POLLER_CLOSED``; then iteration ends in every task. A checkpoint.
         """
-        if self._state is _NEW:
-            raise RuntimeError("the Poller is not open yet: use `async with Poller() as poller:`")
-        shared = self._shared
-        await self._backend.checkpoint()
-        while True:
-            item = shared.pop()
-            if self._source.patient and not shared.ready:
-                self._source.drained()
-            if item is not None:
-                reg, mask = item
-                if reg.state & REARM and mask != _EPOLLCLOSED and self._state is _OPEN:
-                    self._rearm(reg, quietly=True)
-                return reg.desc, event_from_mask(mask)
-            if shared.closed:
-                raise StopAsyncIteration
-            await shared.lot.park()
+        try:
+            return (await self.receive_batch(1))[0]
+        except EndOfStream:
+            raise StopAsyncIteration from None
 
 
+@final
 class Watch:
     """The async context manager returned by :meth:`Poller.watch`."""
 
@@ -432,14 +555,20 @@ class Watch:
         self._stream: EventStream | None = None
 
     async def __aenter__(self) -> EventStream:
+        """Register the desc and return its stream. A checkpoint.
+
+        Raises:
+            ClosedError, RegisteredError, OSError, TypeError: as :meth:`Poller.start`.
+            RuntimeError: this ``watch()`` was entered before.
+        """
         if self._stream is not None:
             raise RuntimeError("a watch() context manager can be entered only once")
         poller = self._poller
         poller._check_open()
         backend = poller._backend
         await backend.checkpoint()
-        desc = self._desc
-        reg = poller._register(desc, WatchRegistration, backend.waiter())
+        poller._check_open()  # the poller may have closed during the checkpoint
+        reg = poller._register(self._desc, WatchRegistration, backend.waiter())
         assert isinstance(reg, WatchRegistration)
         self._stream = EventStream(poller, reg)
         return self._stream
@@ -450,61 +579,130 @@ class Watch:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        """Stop the registration (nothing to do if the poller closed). Not a checkpoint."""
         stream = self._stream
         assert stream is not None
-        stream._finish()
-        poller = self._poller
-        reg = stream._reg
-        if poller._state is _OPEN and poller._dispatcher.regs.get(reg.desc.fileno()) is reg:
-            poller._unregister(reg)
+        stream._close()
 
 
+@final
 class EventStream:
     """A per-connection stream of :class:`Event` values, from :meth:`Poller.watch`.
 
-    Iterate it with ``async for``. Events that arrive while the consumer is busy are merged
-    (flags OR-ed) into the next item, never lost. A ONE_SHOT (or level-triggered) desc is
-    re-armed each time the consumer asks for the next event. When the poller closes the
-    stream yields ``POLLER_CLOSED`` once, then ends; it also ends when its desc is stopped.
+    A receive channel in the trio and anyio sense (``isinstance`` of
+    ``trio.abc.ReceiveChannel`` and ``anyio.abc.ObjectReceiveStream``), with one
+    consumer. Iterate it with ``async for``, or call :meth:`receive`. Events that arrive
+    while the consumer is busy are merged (flags OR-ed) into the next item, never lost. A
+    ONE_SHOT (or level-triggered) desc is re-armed each time the consumer asks for the
+    next event. When the poller closes the stream yields ``POLLER_CLOSED`` once, then
+    ends; it also ends when its desc is stopped.
     """
 
-    __slots__ = ("_done", "_poller", "_reg")
+    __slots__ = ("_closed", "_poller", "_receiving", "_reg")
 
     def __init__(self, poller: Poller, reg: WatchRegistration) -> None:
         self._poller = poller
         self._reg = reg
-        self._done = False
+        self._closed = False  # closed by this side: aclose() or leaving the watch block
+        self._receiving = False
 
-    def _finish(self) -> None:
-        self._done = True
+    def _close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        poller = self._poller
+        reg = self._reg
+        if poller._state is _OPEN and poller._dispatcher.regs.get(reg.desc._fd) is reg:
+            poller._unregister(reg)  # ends the registration: wakes a parked receiver
+        else:
+            reg.lot.unpark_all()
+
+    async def aclose(self) -> None:
+        """Stop the registration now, as leaving the ``watch()`` block does. A checkpoint.
+
+        Later :meth:`receive` calls raise ``trio.ClosedResourceError`` (also an
+        ``anyio.ClosedResourceError``); ``async for`` ends. A no-op when closed already.
+        """
+        self._close()
+        await self._poller._backend.checkpoint()
+
+    def _take(self) -> Event | None:
+        """The next event, None if none yet; raises once the stream cannot give more."""
+        if self._closed:
+            raise ClosedStream("this watch() stream was closed")
+        reg = self._reg
+        mask = reg.take()
+        if mask:
+            return event_from_mask(mask)
+        if not reg.active:
+            raise EndOfStream
+        return None
+
+    def _ask(self) -> None:
+        """The consumer asks for the next event: re-arm a one-shot-armed desc."""
+        reg = self._reg
+        if reg.rearm_due():
+            self._poller._rearm(reg)
+
+    def receive_nowait(self) -> Event:
+        """Take the next (coalesced) event without waiting. Not a checkpoint.
+
+        Raises:
+            trio.WouldBlock: no event now (also an ``anyio.WouldBlock``).
+            trio.EndOfChannel: the stream has ended -- ``POLLER_CLOSED`` was taken, or
+                the desc was stopped (also an ``anyio.EndOfStream``).
+            trio.ClosedResourceError: this stream was closed (also an
+                ``anyio.ClosedResourceError``).
+            OSError: re-arming a ONE_SHOT desc failed (its fd was closed, ...).
+        """
+        self._ask()
+        event = self._take()
+        if event is None:
+            raise NothingReady
+        return event
+
+    async def receive(self) -> Event:
+        """Wait for the next (coalesced) event. A checkpoint.
+
+        Raises:
+            trio.EndOfChannel: the stream has ended -- ``POLLER_CLOSED`` was taken, or
+                the desc was stopped (also an ``anyio.EndOfStream``).
+            trio.ClosedResourceError: this stream was closed (also an
+                ``anyio.ClosedResourceError``), before or during the call.
+            trio.BusyResourceError: another task is receiving from this stream (also an
+                ``anyio.BusyResourceError``): a ``watch()`` stream has one consumer.
+            OSError: re-arming a ONE_SHOT desc failed (its fd was closed, ...).
+        """
+        if self._receiving:
+            raise BusyReceiver("receiving from this watch() stream")
+        self._receiving = True
+        try:
+            self._ask()
+            reg = self._reg
+            if reg.pending or reg.closed or not reg.active or self._closed:
+                await self._poller._backend.checkpoint()
+            else:
+                await reg.lot.park()
+            while True:
+                event = self._take()
+                if event is not None:
+                    return event
+                await reg.lot.park()
+        finally:
+            self._receiving = False
 
     def __aiter__(self) -> EventStream:
         return self
 
     async def __anext__(self) -> Event:
-        """Wait for the next (coalesced) event. A checkpoint."""
-        reg = self._reg
-        if self._done:
+        """``receive()``, ending the iteration where the stream ends or was closed."""
+        if self._closed:
             raise StopAsyncIteration
-        if reg.taken:
-            reg.taken = False
-            if reg.active and reg.rearm:
-                self._poller._rearm(reg)
-        if reg.pending or reg.closed or not reg.active:
-            await self._poller._backend.checkpoint()
-        else:
-            await reg.lot.park()
-        while True:
-            if reg.closed:
-                self._done = True
-                reg.closed = False
-                return Event.POLLER_CLOSED
-            if not reg.active:
-                self._done = True
-                raise StopAsyncIteration
-            mask = reg.pending
-            if mask:
-                reg.pending = 0
-                reg.taken = True
-                return event_from_mask(mask)
-            await reg.lot.park()
+        try:
+            return await self.receive()
+        except (EndOfStream, ClosedStream):
+            raise StopAsyncIteration from None
+
+
+trio.abc.ReceiveChannel.register(EventStream)
+anyio.abc.ObjectReceiveStream.register(EventStream)

@@ -36,7 +36,7 @@ from ._loop import Backend
 from ._syscalls import TEMPORARY_ERRNOS, EpollObject, Syscalls, create_epoll
 from ._waitloop import INITIAL_EVENTS, MAX_EVENTS, WaitThread
 
-__all__ = ["PATIENCE", "BatchSource", "LoopSource", "ThreadSource"]
+__all__ = ["PATIENCE", "UNOPENED", "BatchSource", "LoopSource", "ThreadSource"]
 
 #: Longest wait for the shared stream's workers to drain a batch before polling again.
 PATIENCE = 0.002
@@ -70,6 +70,18 @@ class BatchSource:
     def stop(self) -> OSError | None:
         """Stop collecting and close the fds (synchronously); return the first error."""
         raise NotImplementedError
+
+
+class _Unopened(BatchSource):
+    """The source of a poller that was never entered: no batches, no wake-ups."""
+
+    wakeups = 0  # a constant where the other sources have a property
+
+    def stop(self) -> OSError | None:
+        return None
+
+
+UNOPENED: BatchSource = _Unopened()
 
 
 class ThreadSource(BatchSource):
