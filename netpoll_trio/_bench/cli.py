@@ -16,6 +16,7 @@ import argparse
 import importlib.util
 import socket
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Sequence
 
@@ -91,16 +92,23 @@ def _positive(kind: type[float] | type[int]) -> Callable[[str], float]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     defaults = Settings()
-    columns = "\n".join(f"  {name:<8} {text}" for name, text in SUMMARY_COLUMNS)
+    columns = "\n".join(
+        textwrap.fill(text, 79, initial_indent=f"  {name:<9}", subsequent_indent=" " * 11)
+        for name, text in SUMMARY_COLUMNS
+    )
+    description = (
+        "Is netpoll_trio faster and lighter than one trio task per connection, and by how "
+        "much? Serves the same AF_UNIX socketpairs (their peers live in a separate "
+        "load-driver process) with a trio task per connection, netpoll_trio (a worker pool "
+        "and callbacks) and a raw select.epoll loop, and prints one short table per "
+        "connection count and a sentence (about 40 s). --full runs every arm "
+        "(asyncio/uvloop add_reader, watch streams, the threadless mode, ...) and adds the "
+        "whole matrix and the developers' targets. --demo is the quick demo."
+    )
     parser = argparse.ArgumentParser(
         prog="python -m netpoll_trio",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Is netpoll_trio faster and lighter than one trio task per connection, and "
-        "by how much? Serves the same AF_UNIX socketpairs (their peers live in a separate "
-        "load-driver process) with a trio task per connection, netpoll_trio (a worker pool "
-        "and callbacks) and a raw select.epoll loop, and prints one short table and a "
-        "sentence. --full runs every arm (asyncio/uvloop add_reader, watch streams, the "
-        "threadless mode, ...) and adds the whole matrix and the developers' targets.",
+        description=textwrap.fill(description, 79),
         epilog="Columns of the default table:\n" + columns,
     )
     parser.add_argument(
