@@ -33,6 +33,7 @@ Design notes
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -340,14 +341,26 @@ def _no_rearm(*args: object) -> None:
     """Placeholder for the hooks of a poller that was never opened."""
 
 
+#: Records for one unregistered fd after which the dispatcher warns (once per fd).
+GHOST_WARNING = 1000
+_logger = logging.getLogger("netpoll_trio")
+
+
 class Dispatcher:
     """The registry (``fd -> Registration``) and batch delivery, on the loop thread.
 
     ``on_error`` is called with any exception a callback raises; delivery of the batch
     stops there (the poller closes).
+
+    Records for an fd that is not registered (``unclaimed``) are normal in small numbers:
+    they were collected just before a ``stop()``. A steady stream of them for one fd
+    means a kernel entry the poller can no longer remove: the fd's socket was
+    ``dup()``-ed (or inherited by a child) and the original closed without ``stop()``,
+    and epoll keeps watching the open file (``epoll(7)``, "Q6"). That cannot be
+    repaired from here; it is reported once per fd through :mod:`logging`.
     """
 
-    __slots__ = ("batches", "closed", "events_delivered", "on_error", "regs")
+    __slots__ = ("batches", "closed", "events_delivered", "ghosts", "on_error", "regs", "unclaimed")
 
     def __init__(self, on_error: Callable[[BaseException], None]) -> None:
         self.regs: dict[int, Registration] = {}
@@ -355,6 +368,8 @@ class Dispatcher:
         self.closed = False
         self.events_delivered = 0
         self.batches = 0
+        self.unclaimed = 0
+        self.ghosts: dict[int, int] = {}  # fd -> unclaimed records, until warned
 
     def deliver_batch(self, records: list[tuple[int, int]], epoch: int) -> None:
         """Deliver one batch, collected at ``epoch``, in order, to the registrations that
@@ -364,7 +379,10 @@ class Dispatcher:
         self.batches += 1
         for fd, mask in records:
             reg = regs.get(fd)
-            if reg is None or reg.epoch >= epoch:
+            if reg is None:
+                self._unclaimed(fd)
+                continue
+            if reg.epoch >= epoch:
                 continue
             delivered += 1
             try:
@@ -376,6 +394,25 @@ class Dispatcher:
             if self.closed:
                 break
         self.events_delivered += delivered
+
+    def _unclaimed(self, fd: int) -> None:
+        self.unclaimed += 1
+        ghosts = self.ghosts
+        count = ghosts.get(fd, 0) + 1
+        if count < GHOST_WARNING:
+            if len(ghosts) >= 4096:  # bounded: stale counts of ordinary stops go first
+                ghosts.clear()
+            ghosts[fd] = count
+        elif count == GHOST_WARNING:
+            ghosts[fd] = count  # stays: warned once
+            _logger.warning(
+                "netpoll: fd %d is not registered, yet epoll reported it %d times: its "
+                "socket was probably dup()-ed (or inherited) and closed without stop(), "
+                "so epoll still watches the open file and cannot forget it; close every "
+                "copy, and stop() a desc before closing its socket",
+                fd,
+                count,
+            )
 
     def close_all(self) -> None:
         """Deliver POLLER_CLOSED to every registration; errors go to ``on_error``."""

@@ -13,8 +13,15 @@ How the Go package's bugs are avoided
    only once the batch in progress is over, and from inside a callback (same thread,
    re-entrant lock) it removes the entry that later records of the batch would look up.
    An fd deleted and re-added by a callback could still be matched by a record collected
-   for the old registration; entries carry the value of an add counter, and records are
-   only given to entries added before their batch was collected.
+   for the old registration; each entry remembers the wait thread's wake-up count when it
+   was added (its epoch, the same mechanism as the Poller's), and a record only goes to
+   entries whose epoch is older than its batch. The count is read before the
+   ``epoll_ctl(ADD)``, so an entry whose ADD is what woke the thread is older than the
+   batch and gets its record (an edge-triggered fd added while already readable has
+   exactly one). An add racing with
+   the collection itself (another thread adding between ``epoll_wait``'s return and the
+   count) may get one record of the fd's previous registration: a spurious event, never a
+   lost one.
    The price: a callback must not block waiting for another thread that is calling a
    method of the same instance.
 3. *The wake-up record drops the batch.* See :mod:`._waitloop`: a batch that comes with the
@@ -80,19 +87,25 @@ class EpollConfig:
 
 
 class _Entry:
-    __slots__ = ("callback", "seq")
+    __slots__ = ("callback", "epoch")
 
-    def __init__(self, callback: EpollCallback, seq: int) -> None:
+    def __init__(self, callback: EpollCallback, epoch: int) -> None:
         self.callback = callback
-        self.seq = seq
+        self.epoch = epoch
 
 
 class Epoll:
     """An epoll instance whose wait loop runs in a dedicated thread (Go's ``Epoll``).
 
     Callbacks get the raw :class:`EpollEvent` mask and run on the wait thread, one batch at
-    a time; an exception from a callback is logged and the loop goes on. Usable as a context
-    manager; leaving the block closes the instance.
+    a time; an :class:`Exception` from a callback is logged and the loop goes on. A
+    :class:`BaseException` that is not an ``Exception`` (``SystemExit``,
+    ``KeyboardInterrupt``) closes the instance instead: every callback still registered,
+    the raising one included, gets ``EPOLLCLOSED`` exactly once, then the exception is
+    re-raised -- by :meth:`close` when another thread is closing the instance, else on the
+    wait thread (where :func:`threading.excepthook` reports it). The same holds for a
+    callback raising it on ``EPOLLCLOSED``. Usable as a context manager; leaving the block
+    closes the instance.
 
     Args:
         config: options; see :class:`EpollConfig`.
@@ -106,9 +119,10 @@ class Epoll:
         self._config = config if config is not None else EpollConfig()
         self._lock = threading.RLock()
         self._entries: dict[int, _Entry] = {}
-        self._adds = 0
         self._closed = False
+        self._joined = False  # close() is waiting for the thread: it re-raises failures
         self._close_error: OSError | None = None
+        self._failure: BaseException | None = None
         self._waiter = WaitThread(self._config.syscalls)
         self._waiter.start(self._dispatch, self._on_exit)
 
@@ -135,12 +149,14 @@ class Epoll:
                 raise ClosedError()
             if fd in self._entries:
                 raise RegisteredError(f"{RegisteredError.default_message} (fd {fd})")
+            # The epoch is read before the ADD: the ADD itself may wake the thread, whose
+            # count would then already include the batch holding this fd's first record.
+            epoch = self._waiter.wakeups
             try:
                 self._waiter.epoll.register(fd, int(events))
             except OSError as err:
                 raise kernel_error(err, fd, "adding it to epoll") from None
-            self._adds += 1
-            self._entries[fd] = _Entry(callback, self._adds)
+            self._entries[fd] = _Entry(callback, epoch)
 
     def modify(self, fd: int, events: EpollEvent) -> None:
         """Change the events ``fd`` is registered for (re-arms a one-shot registration).
@@ -195,16 +211,23 @@ class Epoll:
             ClosedError: the instance was closed already.
             OSError: closing an fd failed; every fd is closed and every callback notified
                 all the same.
+            BaseException: what a callback raised on ``EPOLLCLOSED`` that is not an
+                ``Exception`` (``SystemExit``...), after every callback was notified.
         """
+        in_thread = self._waiter.in_thread()
         with self._lock:
             if self._closed:
                 raise ClosedError()
             self._closed = True
+            self._joined = not in_thread
         self._waiter.request_stop()
-        if self._waiter.in_thread():
+        if in_thread:
             return
         self._waiter.join()
+        failure, self._failure = self._failure, None
         error, self._close_error = self._close_error, None
+        if failure is not None:
+            raise failure
         if error is not None:
             raise error
 
@@ -223,14 +246,14 @@ class Epoll:
             self._waiter.join()
 
     def _dispatch(self, records: list[tuple[int, int]]) -> bool:
-        collected_after = self._adds  # entries added later cannot own these records
+        epoch = self._waiter.wakeups  # counted as this batch's epoll_wait returned
         with self._lock:
             entries = self._entries
             for fd, mask in records:
                 if self._closed:
                     return False
                 entry = entries.get(fd)
-                if entry is None or entry.seq > collected_after:
+                if entry is None or entry.epoch >= epoch:  # added after the collection
                     continue
                 try:
                     entry.callback(epoll_event_of(mask))
@@ -239,23 +262,38 @@ class Epoll:
             return not self._closed
 
     def _on_exit(self, error: BaseException | None) -> None:
+        """The wait thread's last act: close, notify every callback, report failures.
+
+        ``error``: a fatal ``epoll_wait`` error (reported to ``on_wait_error``), or a
+        BaseException a callback raised during a batch (re-raised, see the class).
+        """
         with self._lock:
             died = not self._closed
             self._closed = True
+            joined = self._joined
             callbacks = [entry.callback for entry in self._entries.values()]
             self._entries.clear()
         self._close_error = self._waiter.close_fds()
+        failure = error if died and not isinstance(error, (OSError, type(None))) else None
         for callback in callbacks:
             try:
                 callback(_EPOLLCLOSED)
             except Exception:
                 logger.exception("netpoll: callback raised on EPOLLCLOSED")
-        if died and error is not None:
+            except BaseException as exc:  # the others are still notified, then it surfaces
+                failure = failure or exc
+        if died and isinstance(error, OSError):
             self._report(error)
+        if failure is not None:
+            if joined:
+                self._failure = failure  # close() is joining this thread: it re-raises
+            else:
+                logger.error("netpoll: a callback raised %r; the instance is closed", failure)
+                raise failure
 
-    def _report(self, error: BaseException) -> None:
+    def _report(self, error: OSError) -> None:
         handler = self._config.on_wait_error
-        if handler is None or not isinstance(error, OSError):
+        if handler is None:
             log_wait_error(error)
             return
         try:

@@ -26,6 +26,7 @@ import contextlib
 import inspect
 import os
 import select
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,10 +59,18 @@ from ._loop import Backend, CancelScopeLike, current_backend
 from ._sources import UNOPENED, BatchSource, LoopSource, ThreadSource
 from ._syscalls import Syscalls
 
+if sys.version_info < (3, 11):  # pragma: no cover - the backport trio also depends on
+    from exceptiongroup import BaseExceptionGroup
+
 __all__ = ["Config", "EventStream", "Poller", "PollerStatistics", "Watch"]
 
 _NEW, _OPEN, _CLOSED = "new", "open", "closed"
 _NOT_OPEN = "the Poller is not open yet: use `async with Poller() as poller:`"
+
+
+def _together(error: BaseException, other: BaseException) -> BaseExceptionGroup[BaseException]:
+    """The poller's failure and what the block raised, as a nursery would group them."""
+    return BaseExceptionGroup("the poller failed while its block raised", [error, other])
 
 
 @dataclass(frozen=True)
@@ -97,6 +106,9 @@ class PollerStatistics:
         wakeups: returns from ``epoll_wait`` (with the wait thread, including the final
             wake-up on close).
         ready: descs queued in the shared stream, waiting for a worker.
+        unclaimed: epoll records for fds not registered (a few after each ``stop()``
+            are normal; a steady growth means a ``dup()``-ed socket closed without
+            ``stop()``, see :meth:`Poller.stop`).
     """
 
     registered: int
@@ -104,6 +116,7 @@ class PollerStatistics:
     batches: int
     wakeups: int
     ready: int
+    unclaimed: int = 0
 
 
 class Poller:
@@ -180,11 +193,21 @@ class Poller:
             self._close()
         except OSError as err:
             self._fail(err)
-        suppressed = bool(self._scope.__exit__(exc_type, exc, tb))
+        # Like a nursery: the poller's own failure surfaces, beside whatever else the
+        # block raised (in one group), never hidden in another exception's __context__.
+        try:
+            suppressed = bool(self._scope.__exit__(exc_type, exc, tb))
+        except BaseException as remaining:  # the scope re-raised what it did not absorb
+            error, self._error = self._error, None
+            if error is None or error is remaining:
+                raise
+            raise _together(error, remaining) from None
         error, self._error = self._error, None
-        if error is not None:
+        if error is None:
+            return suppressed
+        if suppressed or exc is None or exc is error:
             raise error
-        return suppressed
+        raise _together(error, exc)
 
     async def aclose(self) -> None:
         """Close the poller now; a no-op if it is closed already. A checkpoint.
@@ -211,10 +234,16 @@ class Poller:
             self._shared.closed = True
             return
         self._state = _CLOSED
-        error = self._source.stop()
-        self._dispatcher.close_all()
-        self._shared.closed = True
-        self._shared.lot.unpark_all()
+        source = self._source
+        try:
+            error = source.stop()
+        finally:  # even when interrupted (Ctrl-C during the join): everyone is told
+            self._dispatcher.close_all()
+            self._shared.closed = True
+            self._shared.lot.unpark_all()
+        died = source.take_unreported()  # the wait died; its report had not reached us
+        if died is not None:
+            self._report_wait_death(died)
         if error is not None:
             raise error
 
@@ -241,8 +270,11 @@ class Poller:
             self._source.delivered(backlog)
 
     def _on_wait_died(self, error: BaseException) -> None:
-        if self._state is not _OPEN:
-            return
+        if self._state is _OPEN:
+            self._report_wait_death(error)
+
+    def _report_wait_death(self, error: BaseException) -> None:
+        """The wait died: close, then tell ``on_wait_error``, or fail. Never raises."""
         handler = self._config.on_wait_error
         if handler is None or not isinstance(error, OSError):
             self._fail(error)
@@ -343,6 +375,12 @@ class Poller:
         of the ``async with`` block. Without a callback, events go to the poller's own
         stream (``async for desc, event in poller``).
 
+        A level-triggered desc (neither ``EDGE_TRIGGERED`` nor ``ONE_SHOT``) with a
+        callback is reported on every wake-up for as long as it stays ready: a callback
+        that hands the work elsewhere instead of consuming the readiness makes the wait
+        spin. Use ``ONE_SHOT`` (and :meth:`resume` when done) or ``EDGE_TRIGGERED`` for
+        that; the streams arm level-triggered descs one-shot themselves.
+
         A stale entry -- a Desc whose socket was closed without :meth:`stop` and whose fd
         number a new socket now has -- is replaced instead of raising RegisteredError.
 
@@ -377,6 +415,13 @@ class Poller:
 
         Once this returns, no event for ``desc`` is delivered, even one the wait thread had
         already collected. Stopping a desc whose fd was closed already works.
+
+        Stop before closing the socket. epoll watches the open *file*, not the fd number:
+        if the socket was ``dup()``-ed (or inherited by a child process) and this fd was
+        closed first, the kernel keeps an entry that ``stop()`` can no longer remove;
+        the wait then keeps waking for it (``statistics().unclaimed`` grows, and a
+        warning is logged once), and a new socket that gets the same fd number may see
+        its events. Close every copy to end it.
 
         Raises:
             ClosedError: the poller is closed.
@@ -445,6 +490,7 @@ class Poller:
             batches=dispatcher.batches,
             wakeups=self._source.wakeups,
             ready=len(self._shared),
+            unclaimed=dispatcher.unclaimed,
         )
 
     # ---------------------------------------------------------------- shared stream

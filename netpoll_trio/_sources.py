@@ -40,6 +40,8 @@ __all__ = ["PATIENCE", "UNOPENED", "BatchSource", "LoopSource", "ThreadSource"]
 
 #: Longest wait for the shared stream's workers to drain a batch before polling again.
 PATIENCE = 0.002
+#: While waiting for the loop's ack, how often the wait thread checks the loop still lives.
+_LOOP_CHECK = 0.25
 
 Deliver = Callable[[list[tuple[int, int]], int], None]
 Died = Callable[[BaseException], None]
@@ -68,8 +70,15 @@ class BatchSource:
         """The shared queue became empty."""
 
     def stop(self) -> OSError | None:
-        """Stop collecting and close the fds (synchronously); return the first error."""
+        """Stop collecting and close the fds (synchronously); return the first error.
+
+        The fds are closed whatever interrupts the stop (a ``KeyboardInterrupt`` during
+        the join is re-raised afterwards)."""
         raise NotImplementedError
+
+    def take_unreported(self) -> BaseException | None:
+        """The fatal wait error the loop has not been told about yet (after :meth:`stop`)."""
+        return None
 
 
 class _Unopened(BatchSource):
@@ -97,6 +106,10 @@ class ThreadSource(BatchSource):
         self._drained = threading.Lock()  # released when the shared queue empties
         self._ack.acquire()
         self._drained.acquire()
+        # A fatal wait error on its way to the loop: taken by whichever comes first, the
+        # loop's report or stop() (the block may exit before the loop ran the report).
+        self._fatal: BaseException | None = None
+        self._fatal_lock = threading.Lock()
 
     @property
     def wakeups(self) -> int:
@@ -109,19 +122,47 @@ class ThreadSource(BatchSource):
 
     def _on_batch(self, records: list[tuple[int, int]]) -> bool:
         epoch = self._waiter.wakeups  # counted when this batch's epoll_wait returned
+        call_soon = self._backend.call_soon_threadsafe
         try:
-            self._backend.call_soon_threadsafe(self._deliver, records, epoch)
+            call_soon(self._deliver, records, epoch)
         except RuntimeError:  # the event loop has finished: nobody left to deliver to
-            return False
-        self._ack.acquire()
+            return self._orphaned()
+        ack = self._ack
+        while not ack.acquire(timeout=_LOOP_CHECK):
+            # Still no ack: is the loop alive? An asyncio loop closed with the poller still
+            # open (entered by hand) never runs the hand-off, and would keep this thread
+            # and its fds forever.
+            try:
+                call_soon(_nothing)
+            except RuntimeError:
+                return self._orphaned()
         if self.patient:
             self._drained.acquire(timeout=PATIENCE)
         return True
 
+    def _orphaned(self) -> bool:
+        """The loop is gone for good: nobody will ever stop this thread, so its fds are
+        closed here, as it ends."""
+        self._waiter.close_fds()
+        return False
+
     def _on_exit(self, error: BaseException | None) -> None:
+        if error is None:
+            return
+        with self._fatal_lock:
+            self._fatal = error
+        with contextlib.suppress(RuntimeError):  # the loop finished: nothing to tell
+            self._backend.call_soon_threadsafe(self._report_fatal)
+
+    def _report_fatal(self) -> None:
+        error = self.take_unreported()
         if error is not None:
-            with contextlib.suppress(RuntimeError):  # the loop finished: nothing to tell
-                self._backend.call_soon_threadsafe(self._died, error)
+            self._died(error)
+
+    def take_unreported(self) -> BaseException | None:
+        with self._fatal_lock:
+            error, self._fatal = self._fatal, None
+        return error
 
     # loop side
 
@@ -137,15 +178,21 @@ class ThreadSource(BatchSource):
         waiter = self._waiter
         wake_error: OSError | None = None
         try:
-            waiter.request_stop()
-        except OSError as err:
-            wake_error = err
-        _release(self._ack)  # the thread may be waiting for a batch that will not come
-        _release(self._drained)
-        if wake_error is None:
-            waiter.join()  # short: the thread only ever blocks in epoll_wait or on these
-        close_error = waiter.close_fds()
+            try:
+                waiter.request_stop()
+            except OSError as err:
+                wake_error = err
+            _release(self._ack)  # the thread may be waiting for a batch that will not come
+            _release(self._drained)
+            if wake_error is None:
+                waiter.join()  # short: the thread only ever blocks in epoll_wait or on these
+        finally:  # even when interrupted (Ctrl-C during the join): the thread is ending
+            close_error = waiter.close_fds()
         return wake_error or close_error
+
+
+def _nothing() -> None:
+    """A hand-off that does nothing: only probes whether the loop still takes them."""
 
 
 def _release(lock: threading.Lock) -> None:
@@ -174,7 +221,9 @@ class LoopSource(BatchSource):
         self._cancel = self._backend.watch_fd(self.epoll.fileno(), self._ready)
 
     def _ready(self) -> None:
-        """The epoll fd is readable: drain it without blocking."""
+        """The epoll fd is readable: drain it without blocking. Never raises: this runs
+        in the loop's own machinery (a trio system task, an asyncio reader callback),
+        where an exception would crash the run or be logged and retried for ever."""
         try:
             records = self._syscalls.wait(self.epoll, self._maxevents, 0)
         except OSError as err:
@@ -183,6 +232,9 @@ class LoopSource(BatchSource):
             return
         except ValueError as err:  # the epoll object was closed under us
             self._died(OSError(errno.EBADF, str(err)))
+            return
+        except BaseException as exc:  # MemoryError, a faulty Syscalls.wait...: fatal
+            self._died(exc)
             return
         self._wakeups += 1
         if len(records) >= self._maxevents and self._maxevents < MAX_EVENTS:

@@ -134,6 +134,8 @@ class WaitThread:
         Every fd is closed whatever fails: like ``close(2)`` on Linux, a ``Syscalls.close``
         replacement is expected to release the fd even when it raises, and a failing
         ``close_epoll`` is followed by a plain ``epoll.close()`` (which is idempotent).
+        A BaseException (``KeyboardInterrupt``) raised by one of them is re-raised once
+        every fd is closed.
         """
         with self._lifecycle:
             self._stopping = True  # nobody may wake this thread once its fds are gone
@@ -144,6 +146,7 @@ class WaitThread:
 
     def _close_fds(self) -> OSError | None:
         errors: list[OSError] = []
+        interrupted: BaseException | None = None  # Ctrl-C mid-close: close the rest first
         fds = [self.wake_fd, *(self._pipe or ())]
         self._pipe = None
         for fd in fds:
@@ -151,12 +154,18 @@ class WaitThread:
                 self.syscalls.close(fd)
             except OSError as err:
                 errors.append(err)
+            except BaseException as exc:
+                interrupted = interrupted or exc
         try:
             self.syscalls.close_epoll(self.epoll)
         except OSError as err:
             errors.append(err)
+        except BaseException as exc:
+            interrupted = interrupted or exc
         finally:
             self.epoll.close()
+        if interrupted is not None:
+            raise interrupted
         return errors[0] if errors else None
 
     def _run(self, on_batch: BatchSink, on_exit: ExitHook) -> None:

@@ -427,8 +427,10 @@ async def test_modify_keeps_the_route_and_pending_events_of_streams(
             b.send(b"y")
             await round_trip(poller, probe)
             poller.modify(desc, WRITE | ET)
-            assert await events.receive() & READ  # pending READ kept
-            assert await events.receive() == WRITE  # the stream still gets its events
+            got = await events.receive()
+            assert got & READ  # the pending READ was kept
+            while not got & WRITE:  # the new interest reaches the same stream
+                got = await events.receive()
 
 
 async def test_modify_between_level_and_edge_triggered_streams(
