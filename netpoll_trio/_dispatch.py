@@ -271,21 +271,17 @@ class SharedQueue:
     live queued registrations.
 
     ``rearm(reg)`` re-arms a level-triggered registration in the kernel when a worker
-    takes it; ``on_empty()`` is called when a take leaves the queue empty while
-    ``patient`` (the wait thread is waiting for the workers to drain it). Both are set by
-    the poller when it opens.
+    takes it; the poller sets it (and ``lot``) when it opens.
     """
 
-    __slots__ = ("closed", "dead", "lot", "on_empty", "patient", "ready", "rearm")
+    __slots__ = ("closed", "dead", "lot", "ready", "rearm")
 
     def __init__(self) -> None:
         self.ready: deque[SharedRegistration] = deque()
         self.lot: ParkingLotLike = _Unopened()
         self.dead = 0
         self.closed = False
-        self.patient = False
         self.rearm: Callable[[SharedRegistration], object] = _no_rearm
-        self.on_empty: Callable[[], object] = _no_rearm
 
     def push(self, reg: SharedRegistration) -> None:
         self.ready.append(reg)
@@ -328,9 +324,6 @@ class SharedQueue:
             if reg.state & REARM and mask != _EPOLLCLOSED:
                 self.rearm(reg)
             items.append((reg.desc, event_from_mask(mask)))
-        if self.patient and not self.ready:
-            self.patient = False
-            self.on_empty()
         return items
 
     def __len__(self) -> int:
@@ -338,7 +331,7 @@ class SharedQueue:
 
 
 def _no_rearm(*args: object) -> None:
-    """Placeholder for the hooks of a poller that was never opened."""
+    """Placeholder for the re-arm hook of a poller that was never opened."""
 
 
 #: Records for one unregistered fd after which the dispatcher warns (once per fd).

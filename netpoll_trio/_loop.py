@@ -19,18 +19,25 @@ What a backend provides:
 * ``watch_fd(fd, callback) -> cancel``: call ``callback()`` on the loop thread each time
   ``fd`` is readable, until ``cancel()`` (used by the threadless mode; ``cancel`` must run
   before the fd is closed).
+* ``idle_hook(fn) -> hook``: ``hook.arm()`` (loop thread) asks for ``fn()`` to be called
+  once the loop next runs out of work, i.e. is about to wait for I/O; ``hook.close()``
+  detaches it. trio tells exactly (an instrument's ``before_io_wait`` with a non-zero
+  timeout); asyncio has no such hook, so it is approximated by two ``call_soon`` hops:
+  the tasks a batch woke have each run a step by then. Used by the wait thread to sleep
+  while the loop works (see :mod:`._sources`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import sniffio
 
-__all__ = ["Backend", "CancelScopeLike", "ParkingLotLike", "current_backend"]
+__all__ = ["Backend", "CancelScopeLike", "IdleHookLike", "ParkingLotLike", "current_backend"]
 
 
 class ParkingLotLike(Protocol):
@@ -55,6 +62,14 @@ class CancelScopeLike(Protocol):
     def cancel(self) -> None: ...
 
 
+class IdleHookLike(Protocol):
+    """See ``idle_hook`` in the module docstring."""
+
+    def arm(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class Backend(Protocol):
     """What the poller needs from its host loop; see the module docstring.
 
@@ -72,6 +87,8 @@ class Backend(Protocol):
     def cancel_scope(self) -> CancelScopeLike: ...
 
     def watch_fd(self, fd: int, callback: Callable[[], None]) -> Callable[[], None]: ...
+
+    def idle_hook(self, fn: Callable[[], object]) -> IdleHookLike: ...
 
 
 class _TrioWaiter:
@@ -109,6 +126,33 @@ class _TrioWaiter:
     unpark_all = unpark
 
 
+def _trio_idle_hook(fn: Callable[[], object]) -> IdleHookLike:
+    import trio
+
+    class TrioIdleHook(trio.abc.Instrument):
+        """Calls ``fn`` at the first I/O wait with a timeout after :meth:`arm`: trio waits
+        with timeout 0 while tasks are runnable, so a timeout means it ran out of work."""
+
+        def __init__(self) -> None:
+            self._armed = False
+
+        def arm(self) -> None:
+            self._armed = True
+
+        def before_io_wait(self, timeout: float) -> None:
+            if self._armed and timeout > 0:
+                self._armed = False
+                fn()
+
+        def close(self) -> None:
+            with contextlib.suppress(KeyError, RuntimeError):  # gone already, or no run
+                trio.lowlevel.remove_instrument(self)
+
+    hook = TrioIdleHook()
+    trio.lowlevel.add_instrument(hook)
+    return hook
+
+
 class _TrioBackend:
     def __init__(self) -> None:
         import trio
@@ -126,6 +170,9 @@ class _TrioBackend:
 
     def cancel_scope(self) -> CancelScopeLike:
         return self._trio.CancelScope()
+
+    def idle_hook(self, fn: Callable[[], object]) -> IdleHookLike:
+        return _trio_idle_hook(fn)
 
     def watch_fd(self, fd: int, callback: Callable[[], None]) -> Callable[[], None]:
         # trio has no reader callbacks: a system task waits (system tasks are trio's own
@@ -203,6 +250,26 @@ class _FutureParkingLot:
                 future.set_result(None)
 
 
+class _AsyncioIdleHook:
+    """Two ``call_soon`` hops: the first runs after the callbacks and task steps already
+    scheduled (the tasks the batch woke), the second after what those scheduled."""
+
+    __slots__ = ("_fn", "_loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fn: Callable[[], object]) -> None:
+        self._loop = loop
+        self._fn = fn
+
+    def arm(self) -> None:
+        self._loop.call_soon(self._hop)
+
+    def _hop(self) -> None:
+        self._loop.call_soon(self._fn)
+
+    def close(self) -> None:
+        pass  # nothing attached; a late hop only releases a lock nobody waits on
+
+
 async def _asyncio_checkpoint() -> None:
     await asyncio.sleep(0)
 
@@ -244,6 +311,9 @@ class _AsyncioBackend:
             loop.remove_reader(fd)
 
         return cancel
+
+    def idle_hook(self, fn: Callable[[], object]) -> IdleHookLike:
+        return _AsyncioIdleHook(self._loop, fn)
 
     def cancel_scope(self) -> CancelScopeLike:
         # anyio's scope works in any asyncio task (anyio's backend or not); writing our own

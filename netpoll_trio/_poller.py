@@ -175,7 +175,6 @@ class Poller:
         shared = self._shared
         shared.lot = backend.parking_lot()
         shared.rearm = self._rearm_quietly
-        shared.on_empty = source.drained
         self._thread_id = threading.get_ident()
         self._state = _OPEN
         self._source.start()
@@ -266,8 +265,7 @@ class Poller:
         except BaseException as exc:  # a bug of ours must not reach the loop machinery
             self._fail(exc)
         if self._state is _OPEN:
-            backlog = self._shared.patient = bool(self._shared.ready)
-            self._source.delivered(backlog)
+            self._source.delivered()
 
     def _on_wait_died(self, error: BaseException) -> None:
         if self._state is _OPEN:

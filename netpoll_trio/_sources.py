@@ -7,15 +7,15 @@ collected -- or ``died(error)`` when ``epoll_wait`` fails for good. The dispatch
 
 :class:`ThreadSource` (``Config(wait_thread=True)``, the default)
     A :class:`~._waitloop.WaitThread` blocks in ``epoll_wait`` and hands each batch over
-    with one ``call_soon_threadsafe`` / ``run_sync_soon``, then waits for the loop's
-    ack, so at most one batch is ever in flight. *Patience:* if the batch left descs
-    queued in the shared stream, the workers are about to take them, and polling again at
-    once would only produce a trickle of tiny batches (each costing a thread hop and two
-    GIL hand-overs) while they do; so the thread also waits, at most ``PATIENCE``
-    seconds, until the shared queue is empty. Nothing is lost meanwhile (the kernel keeps
-    readiness), and a saturated worker pool delays other consumers of the same poller by
-    at most ``PATIENCE``. At 9000 connections this takes the shared stream from ~21 to
-    ~225 events per batch.
+    with one ``call_soon_threadsafe`` / ``run_sync_soon``, so at most one batch is ever
+    in flight. *A quiet thread:* it then sleeps until the loop has delivered the batch
+    **and run out of work** (the backend's idle hook: the callbacks ran, the workers the
+    batch woke have taken and handled what it queued), and only then waits again. Polling
+    while the loop works would only produce a trickle of tiny batches, and worse, each
+    return from ``epoll_wait`` makes the thread take the GIL at the loop's next syscall --
+    a context switch or two per message for a busy server. If the loop stays busy, the
+    thread polls anyway after ``PATIENCE`` seconds: nothing is lost meanwhile (the kernel
+    keeps readiness), and a saturated poller delays collection by at most that much.
 
 :class:`LoopSource` (``Config(wait_thread=False)``)
     No thread and no wake-up fd: the epoll fd is itself pollable, so the host loop waits
@@ -38,10 +38,11 @@ from ._waitloop import INITIAL_EVENTS, MAX_EVENTS, WaitThread
 
 __all__ = ["PATIENCE", "UNOPENED", "BatchSource", "LoopSource", "ThreadSource"]
 
-#: Longest wait for the shared stream's workers to drain a batch before polling again.
+#: Longest wait, once a batch is delivered, for the loop to run out of work before the
+#: wait thread polls again anyway.
 PATIENCE = 0.002
-#: While waiting for the loop's ack, how often the wait thread checks the loop still lives.
-_LOOP_CHECK = 0.25
+#: While a batch is undelivered, how often the wait thread checks the loop still lives.
+_LOOP_CHECKS = 125  # x PATIENCE: every quarter of a second
 
 Deliver = Callable[[list[tuple[int, int]], int], None]
 Died = Callable[[BaseException], None]
@@ -51,8 +52,6 @@ class BatchSource:
     """What the poller needs from a source of batches (see the module docstring)."""
 
     epoll: EpollObject
-    #: True while the source waits for the shared queue to drain (call :meth:`drained`).
-    patient: bool = False
 
     @property
     def wakeups(self) -> int:
@@ -63,11 +62,8 @@ class BatchSource:
         """Begin collecting batches."""
         raise NotImplementedError
 
-    def delivered(self, backlog: bool) -> None:
-        """The loop has delivered a batch; ``backlog``: the shared queue is not empty."""
-
-    def drained(self) -> None:
-        """The shared queue became empty."""
+    def delivered(self) -> None:
+        """The loop has delivered a batch (loop thread)."""
 
     def stop(self) -> OSError | None:
         """Stop collecting and close the fds (synchronously); return the first error.
@@ -102,10 +98,13 @@ class ThreadSource(BatchSource):
         self._backend = backend
         self._deliver = deliver
         self._died = died
-        self._ack = threading.Lock()  # released when the loop has delivered a batch
-        self._drained = threading.Lock()  # released when the shared queue empties
-        self._ack.acquire()
-        self._drained.acquire()
+        # Released when the loop, having delivered the batch, ran out of work (or at once
+        # when stopping). A release left over from an earlier batch is told apart by
+        # ``_delivered``, so the next batch is never handed over before this one landed.
+        self._go = threading.Lock()
+        self._go.acquire()
+        self._delivered = False
+        self._idle = backend.idle_hook(self._release_go)
         # A fatal wait error on its way to the loop: taken by whichever comes first, the
         # loop's report or stop() (the block may exit before the loop ran the report).
         self._fatal: BaseException | None = None
@@ -123,22 +122,28 @@ class ThreadSource(BatchSource):
     def _on_batch(self, records: list[tuple[int, int]]) -> bool:
         epoch = self._waiter.wakeups  # counted when this batch's epoll_wait returned
         call_soon = self._backend.call_soon_threadsafe
+        self._delivered = False
         try:
             call_soon(self._deliver, records, epoch)
         except RuntimeError:  # the event loop has finished: nobody left to deliver to
             return self._orphaned()
-        ack = self._ack
-        while not ack.acquire(timeout=_LOOP_CHECK):
-            # Still no ack: is the loop alive? An asyncio loop closed with the poller still
-            # open (entered by hand) never runs the hand-off, and would keep this thread
-            # and its fds forever.
-            try:
-                call_soon(_nothing)
-            except RuntimeError:
-                return self._orphaned()
-        if self.patient:
-            self._drained.acquire(timeout=PATIENCE)
-        return True
+        go = self._go
+        waits = 0
+        while True:
+            if go.acquire(timeout=PATIENCE):
+                if self._delivered or self._waiter.stopping:
+                    return True
+            elif self._delivered:
+                return True  # delivered, but the loop stays busy: poll anyway
+            waits += 1
+            if waits % _LOOP_CHECKS == 0:
+                # Still undelivered: is the loop alive? An asyncio loop closed with the
+                # poller open (entered by hand) never runs the hand-off, and would keep
+                # this thread and its fds for ever.
+                try:
+                    call_soon(_nothing)
+                except RuntimeError:
+                    return self._orphaned()
 
     def _orphaned(self) -> bool:
         """The loop is gone for good: nobody will ever stop this thread, so its fds are
@@ -166,13 +171,12 @@ class ThreadSource(BatchSource):
 
     # loop side
 
-    def delivered(self, backlog: bool) -> None:
-        self.patient = backlog
-        _release(self._ack)
+    def delivered(self) -> None:
+        self._delivered = True
+        self._idle.arm()
 
-    def drained(self) -> None:
-        self.patient = False
-        _release(self._drained)
+    def _release_go(self) -> None:
+        _release(self._go)
 
     def stop(self) -> OSError | None:
         waiter = self._waiter
@@ -182,11 +186,11 @@ class ThreadSource(BatchSource):
                 waiter.request_stop()
             except OSError as err:
                 wake_error = err
-            _release(self._ack)  # the thread may be waiting for a batch that will not come
-            _release(self._drained)
+            _release(self._go)  # the thread may be waiting for a batch that will not come
             if wake_error is None:
                 waiter.join()  # short: the thread only ever blocks in epoll_wait or on these
         finally:  # even when interrupted (Ctrl-C during the join): the thread is ending
+            self._idle.close()
             close_error = waiter.close_fds()
         return wake_error or close_error
 

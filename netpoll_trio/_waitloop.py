@@ -96,6 +96,11 @@ class WaitThread:
         self._thread = thread
         thread.start()
 
+    @property
+    def stopping(self) -> bool:
+        """True once a stop was requested (or the fds are closed)."""
+        return self._stopping
+
     def in_thread(self) -> bool:
         """True when called from the wait thread itself."""
         return threading.current_thread() is self._thread
