@@ -315,16 +315,23 @@ class SharedQueue:
         Level-triggered ones are re-armed as they are taken (after the poller closed every
         mask is EPOLLCLOSED, and nothing is re-armed)."""
         items: list[tuple[Desc, Event]] = []
-        pop = self.pop
+        take_one = self.take_one
         while len(items) < max_items:
-            item = pop()
+            item = take_one()
             if item is None:
                 break
-            reg, mask = item
-            if reg.state & REARM and mask != _EPOLLCLOSED:
-                self.rearm(reg)
-            items.append((reg.desc, event_from_mask(mask)))
+            items.append(item)
         return items
+
+    def take_one(self) -> tuple[Desc, Event] | None:
+        """:meth:`take` for one item, without building a list (``receive()``)."""
+        item = self.pop()
+        if item is None:
+            return None
+        reg, mask = item
+        if reg.state & REARM and mask != _EPOLLCLOSED:
+            self.rearm(reg)
+        return reg.desc, event_from_mask(mask)
 
     def __len__(self) -> int:
         return len(self.ready) - self.dead

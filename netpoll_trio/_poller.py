@@ -31,7 +31,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, final
+from typing import Any, NoReturn, final
 
 import anyio.abc
 import trio.abc
@@ -509,9 +509,9 @@ class Poller:
                 taken (also an ``anyio.EndOfStream``).
             RuntimeError: the poller was never entered.
         """
-        items = self._shared.take(1)
-        if items:
-            return items[0]
+        item = self._shared.take_one()
+        if item is not None:
+            return item
         raise self._nothing_ready()
 
     async def receive(self) -> tuple[Desc, Event]:
@@ -526,7 +526,17 @@ class Poller:
                 taken (also an ``anyio.EndOfStream``).
             RuntimeError: the poller was never entered.
         """
-        return (await self.receive_batch(1))[0]
+        shared = self._shared
+        if self._source is UNOPENED:
+            await self._never_opened()
+        await self._backend.checkpoint()
+        while True:
+            item = shared.take_one()
+            if item is not None:
+                return item
+            if shared.closed:
+                raise EndOfStream
+            await shared.lot.park()
 
     async def receive_batch(self, max_items: int = 64) -> list[tuple[Desc, Event]]:
         """Wait until at least one desc is ready, then take up to ``max_items`` at once.
@@ -551,10 +561,7 @@ class Poller:
             raise ValueError(f"max_items must be at least 1, got {max_items}")
         shared = self._shared
         if self._source is UNOPENED:
-            if self._state is _NEW:
-                raise RuntimeError(_NOT_OPEN)
-            await current_backend().checkpoint()  # closed without ever being entered
-            raise EndOfStream
+            await self._never_opened()
         await self._backend.checkpoint()
         while True:
             items = shared.take(max_items)
@@ -563,6 +570,13 @@ class Poller:
             if shared.closed:
                 raise EndOfStream
             await shared.lot.park()
+
+    async def _never_opened(self) -> NoReturn:
+        """Raise for a receive from a poller that was never entered."""
+        if self._state is _NEW:
+            raise RuntimeError(_NOT_OPEN)
+        await current_backend().checkpoint()  # closed without ever being entered
+        raise EndOfStream
 
     def _nothing_ready(self) -> Exception:
         if self._shared.closed:
@@ -582,7 +596,7 @@ class Poller:
         ``POLLER_CLOSED``; then iteration ends in every task. A checkpoint.
         """
         try:
-            return (await self.receive_batch(1))[0]
+            return await self.receive()
         except EndOfStream:
             raise StopAsyncIteration from None
 

@@ -200,6 +200,36 @@ def test_chat_half_closing_client_loses_nothing() -> None:
             bob.close()
 
 
+def test_chat_last_lines_before_a_close_arrive() -> None:
+    with running("chat_server.py") as port:
+        alice, bob = chat_members(port, 2)
+        speakers: list[Member] = []
+        try:
+            for i in range(30):
+                speakers.append(chat_members_join(port, [alice, bob, *speakers], f"s{i}"))
+            # Each speaker says its last line and closes at once: the line and the
+            # hang-up often reach the server in one event. Nothing may be lost.
+            for i, speaker in enumerate(speakers):
+                speaker.say(b"last words of %d\n" % i)
+                speaker.close()
+            heard = sorted(bob.line().split(b": ", 1)[1] for _ in speakers)
+            assert heard == sorted(b"last words of %d\n" % i for i in range(30))
+        finally:
+            alice.close()
+            bob.close()
+            for speaker in speakers:
+                speaker.close()
+
+
+def chat_members_join(port: int, members: list[Member], name: str) -> Member:
+    """A newcomer, registered once everyone heard its greeting."""
+    newcomer = Member(port)
+    newcomer.say(f"{name} here\n".encode())
+    for member in members:
+        assert member.line().endswith(f": {name} here\n".encode())
+    return newcomer
+
+
 def test_chat_drops_a_member_that_does_not_read() -> None:
     with running("chat_server.py") as port:
         alice, bob, hog = chat_members(port, 3)
