@@ -25,8 +25,8 @@ SUMMARY_COLUMNS: list[tuple[str, str]] = [
     ("msgs/s", "messages answered per second, 256 in flight over all connections (higher: better)"),
     (
         "speed",
-        "msgs/s relative to one trio task per connection parked in wait_readable"
-        " (2.00x: twice as fast)",
+        "msgs/s relative to one trio task per connection parked in wait_readable, the"
+        " median of the ratios within each run (2.00x: twice as fast)",
     ),
     ("CPU µs", "server CPU time per message, all its threads (lower is better)"),
     ("p99 ms", "99th-percentile time from sending a message to its answer, under that load"),
