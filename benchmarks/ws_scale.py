@@ -435,8 +435,8 @@ def title(args: argparse.Namespace, info: dict[str, Any]) -> str:
 
 def table(results: list[Result]) -> str:
     head = (
-        f"{'server':<19}{'N':>6}{'B/conn':>8}{'64B ms':>12}{'4KiB ms':>12}{'cpu ms':>11}"
-        f"{'slow 64B':>12}{'slow 4KiB':>12}{'dropped':>9}{'RSS MB':>13}{'lost':>5}{'bad':>4}"
+        f"{'server':<15}{'N':>6}{'B/conn':>7}{'64B ms':>15}{'4KiB ms':>15}{'cpu ms':>14}"
+        f"{'slow 64B':>15}{'slow 4KiB':>15}{'dropped':>9}{'RSS MB':>10}{'lost':>5}{'bad':>4}"
     )
     lines = [head, "-" * len(head)]
 
@@ -452,10 +452,10 @@ def table(results: list[Result]) -> str:
         cpu = f"{pair(r.bcast, 64, 'server_cpu_ms')}/{pair(r.bcast, 4096, 'server_cpu_ms')}"
         rss = f"{r.rss_idle_mb:.0f}->{r.rss_after_slow_mb:.0f}"
         lines.append(
-            f"{r.server:<19}{r.n:>6}{r.rss_per_conn_b:>8.0f}"
-            f"{pair(r.bcast, 64):>12}{pair(r.bcast, 4096):>12}{cpu:>11}"
-            f"{pair(r.slow_bcast, 64):>12}{pair(r.slow_bcast, 4096):>12}"
-            f"{f'{r.dropped_slow}/{r.slow}':>9}{rss:>13}{r.lost:>5}{r.corrupt:>4}"
+            f"{r.server:<15}{r.n:>6}{r.rss_per_conn_b:>7.0f}"
+            f"{pair(r.bcast, 64):>15}{pair(r.bcast, 4096):>15}{cpu:>14}"
+            f"{pair(r.slow_bcast, 64):>15}{pair(r.slow_bcast, 4096):>15}"
+            f"{f'{r.dropped_slow}/{r.slow}':>9}{rss:>10}{r.lost:>5}{r.corrupt:>4}"
         )
         if r.error:
             lines.append(f"    ! {r.error}")

@@ -304,11 +304,21 @@ async def test_ctrl_c_during_the_join_still_closes_every_fd_and_notifies(
     release = threading.Event()
     stopping = threading.Event()
 
+    def main_thread_joins() -> bool:
+        frame = sys._current_frames().get(main)
+        while frame is not None:
+            if frame.f_code.co_name == "join" and frame.f_code.co_filename == threading.__file__:
+                return True
+            frame = frame.f_back
+        return False
+
     def wait(ep: Any, maxevents: int, timeout: float) -> list[tuple[int, int]]:
         records = Syscalls().wait(ep, maxevents, timeout)
         if stopping.is_set():  # the stop wake-up: interrupt the joiner, then finish
+            while not main_thread_joins():  # the signal must land inside join()
+                assert not release.wait(0.001)
             signal.pthread_kill(main, signal.SIGINT)
-            assert release.wait(TIMEOUT)
+            release.wait(TIMEOUT)
         return records
 
     got: list[Event] = []
