@@ -385,10 +385,8 @@ async def test_desc_data_reaches_the_worker(make_pair: Any) -> None:
 # ----------------------------------------------------------------- modify()
 
 
-async def test_modify_adds_write_interest_to_a_callback(
-    sockpair: tuple[socket.socket, socket.socket],
-) -> None:
-    a, b = sockpair
+def recorder() -> tuple[list[Event], Signal, Any]:
+    """A callback recording its events, and a Signal set on each."""
     got: list[Event] = []
     step = Signal()
 
@@ -396,6 +394,14 @@ async def test_modify_adds_write_interest_to_a_callback(
         got.append(ev)
         step.set()
 
+    return got, step, on_event
+
+
+async def test_modify_adds_write_interest_to_a_callback(
+    sockpair: tuple[socket.socket, socket.socket],
+) -> None:
+    a, b = sockpair
+    got, step, on_event = recorder()
     async with new_poller() as poller:
         desc = np.handle_read(a)
         poller.start(desc, on_event)
@@ -494,13 +500,7 @@ async def test_modify_re_arms_a_one_shot_desc(
     sockpair: tuple[socket.socket, socket.socket],
 ) -> None:
     a, b = sockpair
-    got: list[Event] = []
-    step = Signal()
-
-    def on_event(ev: Event) -> None:
-        got.append(ev)
-        step.set()
-
+    got, step, on_event = recorder()
     async with new_poller() as poller:
         desc = np.handle_read_once(a)
         poller.start(desc, on_event)

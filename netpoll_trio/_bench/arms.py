@@ -13,7 +13,7 @@ import asyncio
 import functools
 import select
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,6 +91,22 @@ def raw_epoll(conns: list[socket.socket], session: Session) -> None:
         ep.close()
 
 
+async def _task_per_connection(
+    serve: Callable[[Any], Awaitable[object]], conns: Sequence[object], session: Session
+) -> None:
+    """Start ``serve(conn)`` as one trio task per connection, then run the load phases."""
+    async with trio.open_nursery() as nursery:
+        session.registering()
+        for conn in conns:
+            nursery.start_soon(serve, conn)
+        await trio.testing.wait_all_tasks_blocked()
+        session.registered()
+        while session.next_phase():
+            await trio.lowlevel.wait_readable(session.control)
+            session.finish_phase()
+        nursery.cancel_scope.cancel()
+
+
 async def _trio_tasks(conns: list[socket.socket], session: Session) -> None:
     async def serve(sock: socket.socket) -> None:
         wait_readable = trio.lowlevel.wait_readable
@@ -98,16 +114,7 @@ async def _trio_tasks(conns: list[socket.socket], session: Session) -> None:
             await wait_readable(sock)
             answer_once(sock)
 
-    async with trio.open_nursery() as nursery:
-        session.registering()
-        for sock in conns:
-            nursery.start_soon(serve, sock)
-        await trio.testing.wait_all_tasks_blocked()
-        session.registered()
-        while session.next_phase():
-            await trio.lowlevel.wait_readable(session.control)
-            session.finish_phase()
-        nursery.cancel_scope.cancel()
+    await _task_per_connection(serve, conns, session)
 
 
 def trio_tasks(conns: list[socket.socket], session: Session) -> None:
@@ -124,18 +131,10 @@ async def _trio_streams(conns: list[socket.socket], session: Session) -> None:
                 return
             await send_all(REPLIES[len(data) >> 4])
 
-    async with trio.open_nursery() as nursery:
-        session.registering()
-        for sock in conns:
-            # The trio socket wraps this very socket object (no dup); it is never closed
-            # here, so the next arm finds the connection as it was.
-            nursery.start_soon(serve, trio.SocketStream(trio.socket.from_stdlib_socket(sock)))
-        await trio.testing.wait_all_tasks_blocked()
-        session.registered()
-        while session.next_phase():
-            await trio.lowlevel.wait_readable(session.control)
-            session.finish_phase()
-        nursery.cancel_scope.cancel()
+    # The trio socket wraps this very socket object (no dup); it is never closed here, so
+    # the next arm finds the connection as it was.
+    streams = [trio.SocketStream(trio.socket.from_stdlib_socket(sock)) for sock in conns]
+    await _task_per_connection(serve, streams, session)
 
 
 def trio_streams(conns: list[socket.socket], session: Session) -> None:
