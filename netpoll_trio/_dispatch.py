@@ -42,7 +42,7 @@ from ._desc import Desc
 from ._flags import EpollEvent, Event, event_from_mask
 
 if TYPE_CHECKING:
-    from ._loop import ParkingLotLike
+    from ._backends import ParkingLotLike
 
 __all__ = [
     "DEAD",

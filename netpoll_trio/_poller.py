@@ -36,6 +36,7 @@ from typing import Any, NoReturn, final
 import anyio.abc
 import trio.abc
 
+from ._backends import Backend, CancelScopeLike, current_backend
 from ._channel import BusyReceiver, ClosedStream, EndOfStream, NothingReady
 from ._desc import Desc, check_event, set_non_blocking
 from ._dispatch import (
@@ -55,7 +56,6 @@ from ._errors import (
     unsupported_platform,
 )
 from ._flags import Event, event_from_mask
-from ._loop import Backend, CancelScopeLike, current_backend
 from ._sources import UNOPENED, BatchSource, LoopSource, ThreadSource
 from ._syscalls import Syscalls
 

@@ -32,7 +32,7 @@ import errno
 import threading
 from collections.abc import Callable
 
-from ._loop import Backend
+from ._backends import Backend
 from ._syscalls import TEMPORARY_ERRNOS, EpollObject, Syscalls, create_epoll
 from ._waitloop import INITIAL_EVENTS, MAX_EVENTS, WaitThread
 
