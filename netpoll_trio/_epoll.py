@@ -148,7 +148,7 @@ class Epoll:
             if self._closed:
                 raise ClosedError()
             if fd in self._entries:
-                raise RegisteredError(f"{RegisteredError.default_message} (fd {fd})")
+                raise RegisteredError(f"{RegisteredError.default_message} (fd {fd})", fd=fd)
             # The epoch is read before the ADD: the ADD itself may wake the thread, whose
             # count would then already include the batch holding this fd's first record.
             epoch = self._collector.wakeups
@@ -171,7 +171,7 @@ class Epoll:
             if self._closed:
                 raise ClosedError()
             if fd not in self._entries:
-                raise NotRegisteredError(f"{NotRegisteredError.default_message} (fd {fd})")
+                raise NotRegisteredError(f"{NotRegisteredError.default_message} (fd {fd})", fd=fd)
             try:
                 self._waiter.epoll.modify(fd, int(events))
             except OSError as err:
@@ -192,7 +192,7 @@ class Epoll:
             if self._closed:
                 raise ClosedError()
             if self._entries.pop(fd, None) is None:
-                raise NotRegisteredError(f"{NotRegisteredError.default_message} (fd {fd})")
+                raise NotRegisteredError(f"{NotRegisteredError.default_message} (fd {fd})", fd=fd)
             try:
                 self._waiter.epoll.unregister(fd)
             except OSError as err:
