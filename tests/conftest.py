@@ -30,14 +30,17 @@ else:
     _loop.run_until_complete(asyncio.sleep(0))
     _loop.close()
 
+# asyncio runs in debug mode: it reports callbacks that block the loop, coroutines never
+# awaited, and non-threadsafe calls from other threads (the wait thread's hand-off).
 _BACKENDS: list[Any] = [
     pytest.param("trio", id="trio"),
-    pytest.param("asyncio", id="asyncio"),
+    pytest.param(("asyncio", {"debug": True}), id="asyncio"),
+    pytest.param(
+        ("asyncio", {"debug": True, "loop_factory": getattr(uvloop, "new_event_loop", None)}),
+        id="uvloop",
+        marks=pytest.mark.skipif(uvloop is None, reason="uvloop is not installed"),
+    ),
 ]
-if uvloop is not None:
-    _BACKENDS.append(
-        pytest.param(("asyncio", {"loop_factory": uvloop.new_event_loop}), id="uvloop")
-    )
 
 
 @pytest.fixture(params=_BACKENDS)
