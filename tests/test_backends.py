@@ -82,23 +82,29 @@ async def test_parking_lot_unpark_with_nobody_parked_is_a_no_op(anyio_backend: A
     assert len(lot) == 0
 
 
-async def test_a_cancelled_parked_task_leaves_the_lot_and_swallows_no_wake_up(
-    anyio_backend: Any,
-) -> None:
-    lot = current_backend().parking_lot()
-    woken: list[str] = []
+async def park_two(lot: ParkingLotLike, tg: Any, woken: list[str]) -> anyio.CancelScope:
+    """Park a task "first", then "second"; return the first one's cancel scope."""
 
     async def parker(name: str, scope: anyio.CancelScope) -> None:
         with scope:
             await lot.park()
             woken.append(name)
 
-    first, second = anyio.CancelScope(), anyio.CancelScope()
+    first = anyio.CancelScope()
+    tg.start_soon(parker, "first", first)
+    await wait_until_parked(lot, 1)
+    tg.start_soon(parker, "second", anyio.CancelScope())
+    await wait_until_parked(lot, 2)
+    return first
+
+
+async def test_a_cancelled_parked_task_leaves_the_lot_and_swallows_no_wake_up(
+    anyio_backend: Any,
+) -> None:
+    lot = current_backend().parking_lot()
+    woken: list[str] = []
     async with anyio.create_task_group() as tg:
-        tg.start_soon(parker, "first", first)
-        await wait_until_parked(lot, 1)
-        tg.start_soon(parker, "second", second)
-        await wait_until_parked(lot, 2)
+        first = await park_two(lot, tg, woken)
         first.cancel()
         with anyio.fail_after(10):
             while len(lot) > 1:
@@ -113,18 +119,8 @@ async def test_woken_then_cancelled_passes_the_wake_up_on(anyio_backend: Any) ->
     reach the next parked task (asyncio can cancel a task whose future has its result)."""
     lot = current_backend().parking_lot()
     woken: list[str] = []
-
-    async def parker(name: str, scope: anyio.CancelScope) -> None:
-        with scope:
-            await lot.park()
-            woken.append(name)
-
-    first, second = anyio.CancelScope(), anyio.CancelScope()
     async with anyio.create_task_group() as tg:
-        tg.start_soon(parker, "first", first)
-        await wait_until_parked(lot, 1)
-        tg.start_soon(parker, "second", second)
-        await wait_until_parked(lot, 2)
+        first = await park_two(lot, tg, woken)
         lot.unpark()  # wakes the first...
         first.cancel()  # ...which is cancelled before it runs
         with anyio.fail_after(10):
