@@ -403,9 +403,8 @@ class Poller:
                 shared stream or :meth:`watch` for tasks).
         """
         self._check_open()
-        epoch = self._epoch(desc)
         if callback is None:
-            self._register(SharedRegistration(desc, epoch, self._shared))
+            self._register(SharedRegistration(desc, self._epoch(desc), self._shared))
             return
         if not callable(callback):
             raise TypeError(f"callback must be callable, got {callback!r}")
@@ -418,7 +417,7 @@ class Poller:
                 "shared stream (start(desc) without a callback, then poller.receive()) or "
                 "poller.watch(desc) to handle events in a task"
             )
-        self._register(CallbackRegistration(desc, epoch, callback))
+        self._register(CallbackRegistration(desc, self._epoch(desc), callback))
 
     def stop(self, desc: Desc) -> None:
         """Unregister ``desc``. Not a checkpoint; safe in ``finally`` blocks.
@@ -686,7 +685,9 @@ class EventStream:
         ``anyio.ClosedResourceError``); ``async for`` ends. A no-op when closed already.
         """
         self._close()
-        await self._poller._backend.checkpoint()
+        poller = self._poller
+        entered = self._reg is not None  # else the poller may never have been opened
+        await (poller._backend if entered else current_backend()).checkpoint()
 
     def _take(self, reg: WatchRegistration) -> Event | None:
         """The next event, None if none yet; raises once the stream cannot give more."""
