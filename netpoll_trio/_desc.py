@@ -182,21 +182,25 @@ class Desc:
             :class:`~netpoll_trio.EpollEvent` included: its bits mean other things).
     """
 
-    __slots__ = ("_event", "_fd", "_nonblocking", "data")
+    __slots__ = ("_event", "_fd", "data")
 
-    def __init__(
-        self, fd: int, event: Event, *, data: object = None, _nonblocking: bool = False
-    ) -> None:
-        # _nonblocking (private, for handle*()): fd and event are validated already and
-        # the fd was made non-blocking, so registering it can skip a syscall.
-        if _nonblocking:
-            self._fd = fd
-            self._event = event
-        else:
-            self._fd = _check_fd(fd, fd)
-            self._event = check_event(event)
-        self._nonblocking = _nonblocking
+    def __init__(self, fd: int, event: Event, *, data: object = None) -> None:
+        self._fd = _check_fd(fd, fd)
+        self._event = check_event(event)
         self.data = data
+
+    #: True when the fd is known to be non-blocking already (set by handle*()), so that
+    #: registering it can skip a syscall. A class attribute: it costs no memory per Desc.
+    _nonblocking = False
+
+    @staticmethod
+    def _handled(fd: int, event: Event, data: object) -> Desc:
+        """A Desc for values validated already, whose fd handle() made non-blocking."""
+        desc = object.__new__(_HandledDesc)
+        desc._fd = fd
+        desc._event = event
+        desc.data = data
+        return desc
 
     def fileno(self) -> int:
         """Return the file descriptor this Desc refers to."""
@@ -209,6 +213,13 @@ class Desc:
 
     def __repr__(self) -> str:
         return f"<Desc fd={self._fd} event={self._event}>"
+
+
+class _HandledDesc(Desc):
+    """A Desc made by handle*(): same behaviour, and its fd is non-blocking already."""
+
+    __slots__ = ()
+    _nonblocking = True
 
 
 def new_desc(fd: int, event: Event, *, data: object = None) -> Desc:
@@ -242,7 +253,7 @@ def handle(conn: object, event: Event, *, data: object = None) -> Desc:
         conn.setblocking(False)  # keeps Python's view of the socket in step with the fd
     else:
         set_non_blocking(fd)
-    return Desc(fd, event, data=data, _nonblocking=True)
+    return Desc._handled(fd, event, data)
 
 
 # Computed once: IntFlag arithmetic costs more than the rest of a handle_*() call.
