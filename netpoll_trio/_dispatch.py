@@ -39,10 +39,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ._desc import Desc
-from ._flags import EpollEvent, Event, event_from_mask
+from ._flags import EPOLLCLOSED, EpollEvent, Event, event_from_mask
 
 if TYPE_CHECKING:
-    from ._loop import ParkingLotLike
+    from ._backends import ParkingLotLike
 
 __all__ = [
     "DEAD",
@@ -58,7 +58,6 @@ __all__ = [
 ]
 
 Callback = Callable[[Event], object]
-_EPOLLCLOSED = int(EpollEvent.EPOLLCLOSED)
 _EPOLLONESHOT = int(EpollEvent.EPOLLONESHOT)
 _ONE_SHOT = int(Event.ONE_SHOT)
 _EDGE_TRIGGERED = int(Event.EDGE_TRIGGERED)
@@ -169,7 +168,7 @@ class WatchRegistration(Registration):
         closed, else the pending mask (0 if none). ``active`` false and 0: the end."""
         if self.closed:
             self.closed = False
-            return _EPOLLCLOSED
+            return EPOLLCLOSED
         mask = self.pending
         if mask:
             self.pending = 0
@@ -241,7 +240,7 @@ class SharedRegistration(Registration):
             self.queue.forget_one()
 
     def close(self) -> None:
-        self.pending = _EPOLLCLOSED
+        self.pending = EPOLLCLOSED
         self.state |= DEAD
         if not self.state & QUEUED:
             self.state |= QUEUED
@@ -301,7 +300,7 @@ class SharedQueue:
             reg = ready.popleft()
             reg.state &= ~QUEUED
             mask, reg.pending = reg.pending, 0
-            if mask == _EPOLLCLOSED:
+            if mask == EPOLLCLOSED:
                 return reg, mask
             if reg.state & DEAD:
                 self.dead -= 1
@@ -329,7 +328,7 @@ class SharedQueue:
         if item is None:
             return None
         reg, mask = item
-        if reg.state & REARM and mask != _EPOLLCLOSED:
+        if reg.state & REARM and mask != EPOLLCLOSED:
             self.rearm(reg)
         return reg.desc, event_from_mask(mask)
 

@@ -24,7 +24,7 @@ How the Go package's bugs are avoided
    lost one.
    The price: a callback must not block waiting for another thread that is calling a
    method of the same instance.
-3. *The wake-up record drops the batch.* See :mod:`._waitloop`: a batch that comes with the
+3. *The wake-up record drops the batch.* See :mod:`._wait_thread`: a batch that comes with the
    stop signal is not delivered, and every registration gets EPOLLCLOSED instead.
 4. *close() from inside a callback deadlocks.* It cannot join the thread it runs on, so it
    marks the instance closed and returns at once; the wait thread finishes the close (fds
@@ -33,7 +33,7 @@ How the Go package's bugs are avoided
 5. *A dead wait loop leaves a half-alive instance.* When ``epoll_wait`` fails for good, the
    wait thread closes the instance itself: fds closed, EPOLLCLOSED to every callback, then
    ``on_wait_error`` (or a log line), and every later call raises ClosedError.
-6. *Failed wake-up or close leaks.* See :mod:`._waitloop`: a fallback wake-up, and every fd
+6. *Failed wake-up or close leaks.* See :mod:`._wait_thread`: a fallback wake-up, and every fd
    closed whatever fails; the first error is raised by ``close()``.
 """
 
@@ -55,7 +55,7 @@ from ._errors import (
 )
 from ._flags import EpollEvent, epoll_event_of
 from ._syscalls import Syscalls
-from ._waitloop import WaitThread
+from ._wait_thread import WaitThread
 
 __all__ = ["Epoll", "EpollCallback", "EpollConfig", "epoll_create", "log_wait_error", "logger"]
 
@@ -63,7 +63,6 @@ logger = logging.getLogger("netpoll_trio")
 
 #: A low-level callback: called on the wait thread with the raw event mask.
 EpollCallback = Callable[[EpollEvent], object]
-_EPOLLCLOSED = EpollEvent.EPOLLCLOSED
 
 
 def log_wait_error(err: BaseException) -> None:
@@ -124,6 +123,7 @@ class Epoll:
         self._close_error: OSError | None = None
         self._failure: BaseException | None = None
         self._waiter = WaitThread(self._config.syscalls)
+        self._collector = self._waiter.collector  # its wake-up count is each entry's epoch
         self._waiter.start(self._dispatch, self._on_exit)
 
     @property
@@ -148,10 +148,10 @@ class Epoll:
             if self._closed:
                 raise ClosedError()
             if fd in self._entries:
-                raise RegisteredError(f"{RegisteredError.default_message} (fd {fd})")
+                raise RegisteredError(f"{RegisteredError.default_message} (fd {fd})", fd=fd)
             # The epoch is read before the ADD: the ADD itself may wake the thread, whose
             # count would then already include the batch holding this fd's first record.
-            epoch = self._waiter.wakeups
+            epoch = self._collector.wakeups
             try:
                 self._waiter.epoll.register(fd, int(events))
             except OSError as err:
@@ -171,7 +171,7 @@ class Epoll:
             if self._closed:
                 raise ClosedError()
             if fd not in self._entries:
-                raise NotRegisteredError(f"{NotRegisteredError.default_message} (fd {fd})")
+                raise NotRegisteredError(f"{NotRegisteredError.default_message} (fd {fd})", fd=fd)
             try:
                 self._waiter.epoll.modify(fd, int(events))
             except OSError as err:
@@ -192,7 +192,7 @@ class Epoll:
             if self._closed:
                 raise ClosedError()
             if self._entries.pop(fd, None) is None:
-                raise NotRegisteredError(f"{NotRegisteredError.default_message} (fd {fd})")
+                raise NotRegisteredError(f"{NotRegisteredError.default_message} (fd {fd})", fd=fd)
             try:
                 self._waiter.epoll.unregister(fd)
             except OSError as err:
@@ -246,7 +246,7 @@ class Epoll:
             self._waiter.join()
 
     def _dispatch(self, records: list[tuple[int, int]]) -> bool:
-        epoch = self._waiter.wakeups  # counted as this batch's epoll_wait returned
+        epoch = self._collector.wakeups  # counted as this batch's epoll_wait returned
         with self._lock:
             entries = self._entries
             for fd, mask in records:
@@ -277,7 +277,7 @@ class Epoll:
         failure = error if died and not isinstance(error, (OSError, type(None))) else None
         for callback in callbacks:
             try:
-                callback(_EPOLLCLOSED)
+                callback(EpollEvent.EPOLLCLOSED)
             except Exception:
                 logger.exception("netpoll: callback raised on EPOLLCLOSED")
             except BaseException as exc:  # the others are still notified, then it surfaces

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["EpollEvent", "Event", "epoll_event_of", "event_from_mask"]
+__all__ = ["EPOLLCLOSED", "EpollEvent", "Event", "epoll_event_of", "event_from_mask"]
 
 
 def _flag_names(cls: type[enum.IntFlag], value: int) -> str:
@@ -104,6 +104,10 @@ class Event(enum.IntFlag):
         """
         return event_from_mask(int(mask))
 
+
+#: ``EpollEvent.EPOLLCLOSED`` as a plain int, for the hot paths' comparisons with raw masks
+#: (an IntFlag member compares much slower); the library's own "closed" record.
+EPOLLCLOSED: int = EpollEvent.EPOLLCLOSED._value_
 
 # (Event bit, epoll bits) pairs; the Go package's tables, in its order.
 _TO_EPOLL = (

@@ -31,11 +31,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, NoReturn, final
+from typing import NoReturn, final
 
 import anyio.abc
 import trio.abc
 
+from ._backends import Backend, CancelScopeLike, current_backend
 from ._channel import BusyReceiver, ClosedStream, EndOfStream, NothingReady
 from ._desc import Desc, check_event, set_non_blocking
 from ._dispatch import (
@@ -55,7 +56,6 @@ from ._errors import (
     unsupported_platform,
 )
 from ._flags import Event, event_from_mask
-from ._loop import Backend, CancelScopeLike, current_backend
 from ._sources import UNOPENED, BatchSource, LoopSource, ThreadSource
 from ._syscalls import Syscalls
 
@@ -66,6 +66,7 @@ __all__ = ["Config", "EventStream", "Poller", "PollerStatistics", "Watch"]
 
 _NEW, _OPEN, _CLOSED = "new", "open", "closed"
 _NOT_OPEN = "the Poller is not open yet: use `async with Poller() as poller:`"
+_NOT_ENTERED = "enter the watch() stream first: `async with poller.watch(desc) as events:`"
 
 
 def _together(error: BaseException, other: BaseException) -> BaseExceptionGroup[BaseException]:
@@ -295,17 +296,22 @@ class Poller:
                 "a Poller must be used from the thread running the event loop that opened it"
             )
 
-    def _register(
-        self, desc: Desc, kind: Callable[[Desc, int, Any], Registration], target: Any
-    ) -> Registration:
-        """Register ``desc`` as ``kind(desc, epoch, target)``; see :meth:`start`."""
+    def _epoch(self, desc: Desc) -> int:
+        """Check ``desc`` can be registered; return the epoch to build its registration
+        with (the wake-up count *now*, before the ``epoll_ctl(ADD)`` that may wake the
+        wait thread)."""
         if not isinstance(desc, Desc):
             raise TypeError(f"expected a Desc (from handle() or new_desc()), got {desc!r}")
+        return self._source.wakeups
+
+    def _register(self, reg: Registration) -> None:
+        """Register ``reg`` (built with :meth:`_epoch`) for its desc; see :meth:`start`."""
+        desc = reg.desc
         fd = desc._fd
         regs = self._dispatcher.regs
         old = regs.get(fd)
         if old is not None and old.desc is desc:
-            raise RegisteredError(f"{RegisteredError.default_message} ({desc!r})")
+            raise RegisteredError(f"{RegisteredError.default_message} ({desc!r})", fd=fd, desc=desc)
         if not desc._nonblocking:
             try:
                 blocking = os.get_blocking(fd)
@@ -313,13 +319,14 @@ class Poller:
                 raise kernel_error(err, fd, "checking it can be registered") from None
             if blocking:
                 set_non_blocking(fd)
-        reg = kind(desc, self._source.wakeups, target)
         try:
             self._source.epoll.register(fd, reg.interest)
         except FileExistsError:
             holder = f" by {old.desc!r}" if old is not None else ""
             raise RegisteredError(
-                f"{RegisteredError.default_message} (fd {fd} is registered{holder})"
+                f"{RegisteredError.default_message} (fd {fd} is registered{holder})",
+                fd=fd,
+                desc=desc,
             ) from None
         except OSError as err:
             raise kernel_error(err, fd, "registering it with epoll") from None
@@ -328,18 +335,22 @@ class Poller:
             # without stop() and the number reused. Its registration ends here.
             old.end()
         regs[fd] = reg
-        return reg
 
     def _lookup(self, desc: Desc) -> Registration:
         if not isinstance(desc, Desc):
             raise TypeError(f"expected a Desc, got {desc!r}")
-        reg = self._dispatcher.regs.get(desc.fileno())
+        fd = desc._fd
+        reg = self._dispatcher.regs.get(fd)
         if reg is None:
-            raise NotRegisteredError(f"{NotRegisteredError.default_message} ({desc!r})")
+            raise NotRegisteredError(
+                f"{NotRegisteredError.default_message} ({desc!r})", fd=fd, desc=desc
+            )
         if reg.desc is not desc:
             raise NotRegisteredError(
                 f"{NotRegisteredError.default_message} ({desc!r}: its fd now belongs "
-                f"to {reg.desc!r}; this Desc's registration ended when its fd was reused)"
+                f"to {reg.desc!r}; this Desc's registration ended when its fd was reused)",
+                fd=fd,
+                desc=desc,
             )
         return reg
 
@@ -393,7 +404,7 @@ class Poller:
         """
         self._check_open()
         if callback is None:
-            self._register(desc, SharedRegistration, self._shared)
+            self._register(SharedRegistration(desc, self._epoch(desc), self._shared))
             return
         if not callable(callback):
             raise TypeError(f"callback must be callable, got {callback!r}")
@@ -406,7 +417,7 @@ class Poller:
                 "shared stream (start(desc) without a callback, then poller.receive()) or "
                 "poller.watch(desc) to handle events in a task"
             )
-        self._register(desc, CallbackRegistration, callback)
+        self._register(CallbackRegistration(desc, self._epoch(desc), callback))
 
     def stop(self, desc: Desc) -> None:
         """Unregister ``desc``. Not a checkpoint; safe in ``finally`` blocks.
@@ -469,15 +480,15 @@ class Poller:
             reg.set_event(previous)
             raise kernel_error(err, desc._fd, "modifying its epoll events") from None
 
-    def watch(self, desc: Desc) -> Watch:
-        """Return an async context manager giving a per-connection :class:`EventStream`.
+    def watch(self, desc: Desc) -> EventStream:
+        """Return a per-connection :class:`EventStream`, its own async context manager.
 
         ``async with poller.watch(desc) as events: async for event in events: ...``.
         Entering registers ``desc`` (a checkpoint); leaving the block for any reason,
         cancellation included, stops it. Leaving after the poller closed does nothing.
         Not a checkpoint itself; entering raises what :meth:`start` raises.
         """
-        return Watch(self, desc)
+        return EventStream(self, desc)
 
     def statistics(self) -> PollerStatistics:
         """Return a snapshot of the poller's counters (see :class:`PollerStatistics`)."""
@@ -602,34 +613,48 @@ class Poller:
 
 
 @final
-class Watch:
-    """The async context manager returned by :meth:`Poller.watch`."""
+class EventStream:
+    """A per-connection stream of :class:`Event` values, from :meth:`Poller.watch`.
 
-    __slots__ = ("_desc", "_poller", "_stream")
+    Its own async context manager: ``async with poller.watch(desc) as events:`` registers
+    ``desc`` on entering and stops it on leaving. A receive channel in the trio and anyio
+    sense (``isinstance`` of ``trio.abc.ReceiveChannel`` and
+    ``anyio.abc.ObjectReceiveStream``), with one consumer. Iterate it with ``async for``,
+    or call :meth:`receive`. Events that arrive while the consumer is busy are merged
+    (flags OR-ed) into the next item, never lost. A ONE_SHOT (or level-triggered) desc is
+    re-armed each time the consumer asks for the next event. When the poller closes the
+    stream yields ``POLLER_CLOSED`` once, then ends; it also ends when its desc is
+    stopped. Not constructed directly (``final``; ``Watch`` is another name for it).
+    """
+
+    __slots__ = ("_closed", "_desc", "_poller", "_receiving", "_reg")
 
     def __init__(self, poller: Poller, desc: Desc) -> None:
         self._poller = poller
         self._desc = desc
-        self._stream: EventStream | None = None
+        self._reg: WatchRegistration | None = None  # set by __aenter__
+        self._closed = False  # closed by this side: aclose() or leaving the watch block
+        self._receiving = False
 
     async def __aenter__(self) -> EventStream:
-        """Register the desc and return its stream. A checkpoint.
+        """Register the desc and return this stream. A checkpoint.
 
         Raises:
             ClosedError, RegisteredError, OSError, TypeError: as :meth:`Poller.start`.
-            RuntimeError: this ``watch()`` was entered before.
+            RuntimeError: this stream was entered before.
         """
-        if self._stream is not None:
-            raise RuntimeError("a watch() context manager can be entered only once")
+        if self._reg is not None:
+            raise RuntimeError("a watch() stream can be entered only once")
         poller = self._poller
         poller._check_open()
         backend = poller._backend
         await backend.checkpoint()
         poller._check_open()  # the poller may have closed during the checkpoint
-        reg = poller._register(self._desc, WatchRegistration, backend.waiter())
-        assert isinstance(reg, WatchRegistration)
-        self._stream = EventStream(poller, reg)
-        return self._stream
+        desc = self._desc
+        reg = WatchRegistration(desc, poller._epoch(desc), backend.waiter())
+        poller._register(reg)
+        self._reg = reg
+        return self
 
     async def __aexit__(
         self,
@@ -638,31 +663,7 @@ class Watch:
         tb: TracebackType | None,
     ) -> None:
         """Stop the registration (nothing to do if the poller closed). Not a checkpoint."""
-        stream = self._stream
-        assert stream is not None
-        stream._close()
-
-
-@final
-class EventStream:
-    """A per-connection stream of :class:`Event` values, from :meth:`Poller.watch`.
-
-    A receive channel in the trio and anyio sense (``isinstance`` of
-    ``trio.abc.ReceiveChannel`` and ``anyio.abc.ObjectReceiveStream``), with one
-    consumer. Iterate it with ``async for``, or call :meth:`receive`. Events that arrive
-    while the consumer is busy are merged (flags OR-ed) into the next item, never lost. A
-    ONE_SHOT (or level-triggered) desc is re-armed each time the consumer asks for the
-    next event. When the poller closes the stream yields ``POLLER_CLOSED`` once, then
-    ends; it also ends when its desc is stopped.
-    """
-
-    __slots__ = ("_closed", "_poller", "_receiving", "_reg")
-
-    def __init__(self, poller: Poller, reg: WatchRegistration) -> None:
-        self._poller = poller
-        self._reg = reg
-        self._closed = False  # closed by this side: aclose() or leaving the watch block
-        self._receiving = False
+        self._close()
 
     def _close(self) -> None:
         if self._closed:
@@ -670,6 +671,8 @@ class EventStream:
         self._closed = True
         poller = self._poller
         reg = self._reg
+        if reg is None:
+            return
         if poller._state is _OPEN and poller._dispatcher.regs.get(reg.desc._fd) is reg:
             poller._unregister(reg)  # ends the registration: wakes a parked receiver
         else:
@@ -682,13 +685,14 @@ class EventStream:
         ``anyio.ClosedResourceError``); ``async for`` ends. A no-op when closed already.
         """
         self._close()
-        await self._poller._backend.checkpoint()
+        poller = self._poller
+        entered = self._reg is not None  # else the poller may never have been opened
+        await (poller._backend if entered else current_backend()).checkpoint()
 
-    def _take(self) -> Event | None:
+    def _take(self, reg: WatchRegistration) -> Event | None:
         """The next event, None if none yet; raises once the stream cannot give more."""
         if self._closed:
             raise ClosedStream("this watch() stream was closed")
-        reg = self._reg
         mask = reg.take()
         if mask:
             return event_from_mask(mask)
@@ -696,9 +700,8 @@ class EventStream:
             raise EndOfStream
         return None
 
-    def _ask(self) -> None:
+    def _ask(self, reg: WatchRegistration) -> None:
         """The consumer asks for the next event: re-arm a one-shot-armed desc."""
-        reg = self._reg
         if reg.rearm_due():
             self._poller._rearm(reg)
 
@@ -712,9 +715,13 @@ class EventStream:
             trio.ClosedResourceError: this stream was closed (also an
                 ``anyio.ClosedResourceError``).
             OSError: re-arming a ONE_SHOT desc failed (its fd was closed, ...).
+            RuntimeError: the stream was not entered (``async with``) yet.
         """
-        self._ask()
-        event = self._take()
+        reg = self._reg
+        if reg is None:
+            raise RuntimeError(_NOT_ENTERED)
+        self._ask(reg)
+        event = self._take(reg)
         if event is None:
             raise NothingReady
         return event
@@ -730,19 +737,22 @@ class EventStream:
             trio.BusyResourceError: another task is receiving from this stream (also an
                 ``anyio.BusyResourceError``): a ``watch()`` stream has one consumer.
             OSError: re-arming a ONE_SHOT desc failed (its fd was closed, ...).
+            RuntimeError: the stream was not entered (``async with``) yet.
         """
         if self._receiving:
             raise BusyReceiver("receiving from this watch() stream")
+        reg = self._reg
+        if reg is None:
+            raise RuntimeError(_NOT_ENTERED)
         self._receiving = True
         try:
-            self._ask()
-            reg = self._reg
+            self._ask(reg)
             if reg.pending or reg.closed or not reg.active or self._closed:
                 await self._poller._backend.checkpoint()
             else:
                 await reg.lot.park()
             while True:
-                event = self._take()
+                event = self._take(reg)
                 if event is not None:
                     return event
                 await reg.lot.park()
@@ -764,3 +774,7 @@ class EventStream:
 
 trio.abc.ReceiveChannel.register(EventStream)
 anyio.abc.ObjectReceiveStream.register(EventStream)
+
+#: The name ``watch()``'s return value had when the context manager and the stream were
+#: two classes; kept so that code naming it (annotations, isinstance) keeps working.
+Watch = EventStream

@@ -1,12 +1,14 @@
 """Where a Poller's batches come from: a wait thread (the default) or the host loop itself.
 
-Both sources own the poller's epoll object and call the poller back on the event-loop
-thread with ``deliver(records, epoch)`` -- a batch and the wake-up count at which it was
-collected -- or ``died(error)`` when ``epoll_wait`` fails for good. The dispatcher behind
-``deliver`` is the same in both modes; only the source of batches differs.
+Both sources own the poller's epoll object through a :class:`~._collector.Collector`
+(which collects every batch, the same way in both modes) and call the poller back on the
+event-loop thread with ``deliver(records, epoch)`` -- a batch and the collector's wake-up
+count at which it was collected -- or ``died(error)`` when ``epoll_wait`` fails for good.
+The dispatcher behind ``deliver`` is the same in both modes; only where ``collect`` runs
+differs.
 
 :class:`ThreadSource` (``Config(wait_thread=True)``, the default)
-    A :class:`~._waitloop.WaitThread` blocks in ``epoll_wait`` and hands each batch over
+    A :class:`~._wait_thread.WaitThread` blocks in ``epoll_wait`` and hands each batch over
     with one ``call_soon_threadsafe`` / ``run_sync_soon``, so at most one batch is ever
     in flight. *A quiet thread:* it then sleeps until the loop has delivered the batch
     **and run out of work** (the backend's idle hook: the callbacks ran, the workers the
@@ -32,9 +34,10 @@ import errno
 import threading
 from collections.abc import Callable
 
-from ._loop import Backend
-from ._syscalls import TEMPORARY_ERRNOS, EpollObject, Syscalls, create_epoll
-from ._waitloop import INITIAL_EVENTS, MAX_EVENTS, WaitThread
+from ._backends import Backend
+from ._collector import Collector, Records
+from ._syscalls import EpollObject, Syscalls
+from ._wait_thread import WaitThread
 
 __all__ = ["PATIENCE", "UNOPENED", "BatchSource", "LoopSource", "ThreadSource"]
 
@@ -44,7 +47,7 @@ PATIENCE = 0.002
 #: While a batch is undelivered, how often the wait thread checks the loop still lives.
 _LOOP_CHECKS = 125  # x PATIENCE: every quarter of a second
 
-Deliver = Callable[[list[tuple[int, int]], int], None]
+Deliver = Callable[[Records, int], None]
 Died = Callable[[BaseException], None]
 
 
@@ -52,11 +55,12 @@ class BatchSource:
     """What the poller needs from a source of batches (see the module docstring)."""
 
     epoll: EpollObject
+    collector: Collector
 
     @property
     def wakeups(self) -> int:
         """Returns from ``epoll_wait`` so far; also the epoch of the latest batch."""
-        raise NotImplementedError
+        return self.collector.wakeups
 
     def start(self) -> None:
         """Begin collecting batches."""
@@ -94,7 +98,8 @@ class ThreadSource(BatchSource):
 
     def __init__(self, syscalls: Syscalls, backend: Backend, deliver: Deliver, died: Died):
         self._waiter = WaitThread(syscalls)
-        self.epoll = self._waiter.epoll
+        self.collector = self._waiter.collector
+        self.epoll = self.collector.epoll
         self._backend = backend
         self._deliver = deliver
         self._died = died
@@ -110,17 +115,13 @@ class ThreadSource(BatchSource):
         self._fatal: BaseException | None = None
         self._fatal_lock = threading.Lock()
 
-    @property
-    def wakeups(self) -> int:
-        return self._waiter.wakeups
-
     def start(self) -> None:
         self._waiter.start(self._on_batch, self._on_exit)
 
     # wait thread side
 
-    def _on_batch(self, records: list[tuple[int, int]]) -> bool:
-        epoch = self._waiter.wakeups  # counted when this batch's epoll_wait returned
+    def _on_batch(self, records: Records) -> bool:
+        epoch = self.collector.wakeups  # counted when this batch's epoll_wait returned
         call_soon = self._backend.call_soon_threadsafe
         self._delivered = False
         try:
@@ -208,18 +209,12 @@ class LoopSource(BatchSource):
     """Batches drained on the loop thread when the host loop sees the epoll fd readable."""
 
     def __init__(self, syscalls: Syscalls, backend: Backend, deliver: Deliver, died: Died):
-        self.epoll = create_epoll()
-        self._syscalls = syscalls
+        self.collector = Collector(syscalls)
+        self.epoll = self.collector.epoll
         self._backend = backend
         self._deliver = deliver
         self._died = died
-        self._wakeups = 0
-        self._maxevents = INITIAL_EVENTS
         self._cancel: Callable[[], None] | None = None
-
-    @property
-    def wakeups(self) -> int:
-        return self._wakeups
 
     def start(self) -> None:
         self._cancel = self._backend.watch_fd(self.epoll.fileno(), self._ready)
@@ -228,32 +223,20 @@ class LoopSource(BatchSource):
         """The epoll fd is readable: drain it without blocking. Never raises: this runs
         in the loop's own machinery (a trio system task, an asyncio reader callback),
         where an exception would crash the run or be logged and retried for ever."""
+        collector = self.collector
         try:
-            records = self._syscalls.wait(self.epoll, self._maxevents, 0)
-        except OSError as err:
-            if err.errno not in TEMPORARY_ERRNOS:
-                self._died(err)
-            return
+            records = collector.collect(0)
         except ValueError as err:  # the epoll object was closed under us
             self._died(OSError(errno.EBADF, str(err)))
             return
-        except BaseException as exc:  # MemoryError, a faulty Syscalls.wait...: fatal
+        except BaseException as exc:  # a fatal OSError, MemoryError, a faulty Syscalls.wait
             self._died(exc)
             return
-        self._wakeups += 1
-        if len(records) >= self._maxevents and self._maxevents < MAX_EVENTS:
-            self._maxevents *= 2
-        if records:
-            self._deliver(records, self._wakeups)
+        if records:  # None: a temporary error, retried when the fd is next seen readable
+            self._deliver(records, collector.wakeups)
 
     def stop(self) -> OSError | None:
         if self._cancel is not None:
             self._cancel()  # before closing: the loop must forget the fd first
             self._cancel = None
-        try:
-            self._syscalls.close_epoll(self.epoll)
-        except OSError as err:
-            return err
-        finally:
-            self.epoll.close()
-        return None
+        return self.collector.close()

@@ -8,6 +8,7 @@ import os
 import socket
 import tempfile
 import threading
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -15,12 +16,10 @@ import pytest
 import trio
 
 import netpoll_trio as np
-from netpoll_trio import Event, Poller, Syscalls
+from netpoll_trio import Config, Event, Poller, Syscalls
 
-from .conftest import GatedWait, netpoll_threads, new_config, new_poller, open_fds
+from .conftest import GatedWait, netpoll_threads, open_fds
 from .test_poller import Signal, round_trip
-
-pytestmark = pytest.mark.usefixtures("poller_mode")
 
 READ, HUP, CLOSED = Event.READ, Event.HUP, Event.POLLER_CLOSED
 
@@ -34,8 +33,8 @@ async def still_works(poller: Poller, make_pair: Any) -> None:
 
 
 @pytest.mark.anyio
-async def test_closed_fd_is_refused_naming_the_fd(make_pair: Any) -> None:
-    async with new_poller() as poller:
+async def test_closed_fd_is_refused_naming_the_fd(make_pair: Any, poller_config: Config) -> None:
+    async with Poller(poller_config) as poller:
         r, w = os.pipe()
         os.close(r)
         os.close(w)
@@ -47,20 +46,22 @@ async def test_closed_fd_is_refused_naming_the_fd(make_pair: Any) -> None:
 
 
 @pytest.mark.anyio
-async def test_huge_and_negative_fds_are_refused() -> None:
+async def test_huge_and_negative_fds_are_refused(poller_config: Config) -> None:
     with pytest.raises(np.NotFilerError, match="negative"):
         np.new_desc(-1, READ)
     with pytest.raises(np.NotFilerError, match="larger than any fd"):
         np.new_desc(2**31, READ)
-    async with new_poller() as poller:
+    async with Poller(poller_config) as poller:
         with pytest.raises(OSError, match="fd 1999999") as info:
             poller.start(np.new_desc(1999999, READ))  # a valid number, but not open
         assert info.value.errno == errno.EBADF
 
 
 @pytest.mark.anyio
-async def test_regular_file_is_refused_with_eperm_and_leaves_nothing(make_pair: Any) -> None:
-    async with new_poller() as poller:
+async def test_regular_file_is_refused_with_eperm_and_leaves_nothing(
+    make_pair: Any, poller_config: Config
+) -> None:
+    async with Poller(poller_config) as poller:
         with tempfile.TemporaryFile() as regular:
             fd = regular.fileno()
             with pytest.raises(PermissionError, match=f"fd {fd}: registering it with epoll"):
@@ -72,11 +73,11 @@ async def test_regular_file_is_refused_with_eperm_and_leaves_nothing(make_pair: 
 
 
 @pytest.mark.anyio
-async def test_pipe_and_eventfd_work() -> None:
+async def test_pipe_and_eventfd_work(poller_config: Config) -> None:
     r, w = os.pipe()
     efd = os.eventfd(0)
     try:
-        async with new_poller() as poller:
+        async with Poller(poller_config) as poller:
             got = Signal()
             seen: list[tuple[str, Event]] = []
             for name, fd in (("pipe", r), ("eventfd", efd)):
@@ -101,9 +102,9 @@ async def test_pipe_and_eventfd_work() -> None:
 
 
 @pytest.mark.anyio
-async def test_unknown_desc_and_wrong_types(make_pair: Any) -> None:
+async def test_unknown_desc_and_wrong_types(make_pair: Any, poller_config: Config) -> None:
     a, _ = make_pair()
-    async with new_poller() as poller:
+    async with Poller(poller_config) as poller:
         unknown = np.handle_read(a)
         with pytest.raises(np.NotRegisteredError, match="not registered before"):
             poller.stop(unknown)
@@ -120,11 +121,13 @@ async def test_unknown_desc_and_wrong_types(make_pair: Any) -> None:
 
 
 @pytest.mark.anyio
-async def test_desc_with_no_read_or_write_interest_gets_only_hup(make_pair: Any) -> None:
+async def test_desc_with_no_read_or_write_interest_gets_only_hup(
+    make_pair: Any, poller_config: Config
+) -> None:
     a, b = make_pair()
     got = Signal()
     events: list[Event] = []
-    async with new_poller() as poller:
+    async with Poller(poller_config) as poller:
         desc = np.handle(a, Event.EDGE_TRIGGERED)  # no READ/WRITE: allowed, as in Go
 
         def cb(ev: Event) -> None:
@@ -143,11 +146,13 @@ async def test_desc_with_no_read_or_write_interest_gets_only_hup(make_pair: Any)
 
 
 @pytest.mark.anyio
-async def test_aclose_from_a_task_spawned_by_a_callback(make_pair: Any) -> None:
+async def test_aclose_from_a_task_spawned_by_a_callback(
+    make_pair: Any, poller_config: Config
+) -> None:
     a, b = make_pair()
     got: list[Event] = []
     closed = Signal()
-    async with new_poller() as poller, anyio.create_task_group() as tg:
+    async with Poller(poller_config) as poller, anyio.create_task_group() as tg:
 
         def cb(ev: Event) -> None:
             got.append(ev)
@@ -167,19 +172,23 @@ async def test_aclose_from_a_task_spawned_by_a_callback(make_pair: Any) -> None:
 
 @pytest.mark.anyio
 @pytest.mark.thread_only
-async def test_failed_wake_up_still_closes_and_leaks_nothing(make_pair: Any) -> None:
+async def test_failed_wake_up_still_closes_and_leaks_nothing(
+    make_pair: Any, poller_config: Config
+) -> None:
     def wake(fd: int) -> None:
         raise OSError(errno.EIO, "injected wake failure")
 
     a, _ = make_pair()
     got: list[Event] = []
-    async with new_poller(new_config(syscalls=Syscalls(wake=wake))) as poller:
+    async with Poller(replace(poller_config, syscalls=Syscalls(wake=wake))) as poller:
         poller.start(np.handle_read(a), got.append)
     assert got == [CLOSED]  # hygiene: no thread, no fd left (fallback pipe closed too)
 
 
 @pytest.mark.anyio
-async def test_failed_close_is_raised_after_closing_everything(make_pair: Any) -> None:
+async def test_failed_close_is_raised_after_closing_everything(
+    make_pair: Any, poller_config: Config
+) -> None:
     def close(fd: int) -> None:
         os.close(fd)  # as close(2) on Linux: the fd is released, then the error reported
         raise OSError(errno.EIO, "injected close failure")
@@ -192,19 +201,21 @@ async def test_failed_close_is_raised_after_closing_everything(make_pair: Any) -
     got: list[Event] = []
     seam = Syscalls(close=close, close_epoll=close_epoll)
     with pytest.raises(OSError, match="injected close failure"):
-        async with new_poller(new_config(syscalls=seam)) as poller:
+        async with Poller(replace(poller_config, syscalls=seam)) as poller:
             poller.start(np.handle_read(a), got.append)
     assert got == [CLOSED]
 
 
 @pytest.mark.anyio
 @pytest.mark.thread_only
-async def test_cancelling_the_scope_with_a_batch_in_flight(make_pair: Any) -> None:
+async def test_cancelling_the_scope_with_a_batch_in_flight(
+    make_pair: Any, poller_config: Config
+) -> None:
     a, b = make_pair()
     gated = GatedWait()
     got: list[Event] = []
     with anyio.CancelScope() as scope:
-        async with new_poller(new_config(syscalls=Syscalls(wait=gated))) as poller:
+        async with Poller(replace(poller_config, syscalls=Syscalls(wait=gated))) as poller:
             poller.start(np.handle_read(a), got.append)
             gated.gate = True
             b.send(b"x")
@@ -218,7 +229,7 @@ async def test_cancelling_the_scope_with_a_batch_in_flight(make_pair: Any) -> No
 
 
 @pytest.mark.thread_only
-def test_event_loop_finishing_while_the_thread_holds_a_batch() -> None:
+def test_event_loop_finishing_while_the_thread_holds_a_batch(poller_config: Config) -> None:
     """A poller entered by hand and never closed: the run ends while the wait thread holds
     a batch. The hand-off fails quietly (no TrioInternalError), the thread ends, and the
     fds it owned are closed by the poller's last owner: here, a later aclose()."""
@@ -227,7 +238,7 @@ def test_event_loop_finishing_while_the_thread_holds_a_batch() -> None:
     holder: dict[str, Poller] = {}
 
     async def main() -> None:
-        poller = new_poller(new_config(syscalls=Syscalls(wait=gated)))
+        poller = Poller(replace(poller_config, syscalls=Syscalls(wait=gated)))
         await poller.__aenter__()
         holder["poller"] = poller
         poller.start(np.handle_read(a))
@@ -248,11 +259,11 @@ def test_event_loop_finishing_while_the_thread_holds_a_batch() -> None:
     b.close()
 
 
-def test_no_thread_or_fd_survives_a_run_that_raises() -> None:
+def test_no_thread_or_fd_survives_a_run_that_raises(poller_config: Config) -> None:
     before = open_fds()
 
     async def main() -> None:
-        async with new_poller():
+        async with Poller(poller_config):
             raise ZeroDivisionError
 
     with pytest.raises(ZeroDivisionError):

@@ -16,12 +16,12 @@ import trio
 import trio.abc
 
 import netpoll_trio as np
-from netpoll_trio import ClosedError, EpollEvent, Event, NotRegisteredError, Poller
+from netpoll_trio import ClosedError, Config, EpollEvent, Event, NotRegisteredError, Poller
 
-from .conftest import drain, new_poller
+from .conftest import drain
 from .test_poller import Signal, round_trip
 
-pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("poller_mode")]
+pytestmark = [pytest.mark.anyio]
 
 READ, WRITE, ET = Event.READ, Event.WRITE, Event.EDGE_TRIGGERED
 CLOSED = Event.POLLER_CLOSED
@@ -47,9 +47,10 @@ async def wait_ready(poller: Poller, n: int = 1) -> None:
 
 async def test_receive_nowait_would_block_then_takes_then_ends(
     sockpair: tuple[socket.socket, socket.socket],
+    poller_config: Config,
 ) -> None:
     a, b = sockpair
-    async with new_poller() as poller:
+    async with Poller(poller_config) as poller:
         desc = np.handle_read(a)
         poller.start(desc)
         with pytest.raises(trio.WouldBlock) as info:
@@ -69,9 +70,9 @@ async def test_receive_nowait_would_block_then_takes_then_ends(
             await poller.receive_batch()
 
 
-async def test_receive_gives_what_async_for_gives(make_pair: Any) -> None:
+async def test_receive_gives_what_async_for_gives(make_pair: Any, poller_config: Config) -> None:
     (a1, b1), (a2, b2) = make_pair(), make_pair()
-    async with new_poller() as poller:
+    async with Poller(poller_config) as poller:
         d1, d2 = np.handle_read(a1), np.handle_read(a2)
         poller.start(d1)
         poller.start(d2)
@@ -83,9 +84,11 @@ async def test_receive_gives_what_async_for_gives(make_pair: Any) -> None:
         assert await poller.__anext__() == (d2, READ)
 
 
-async def test_receive_batch_takes_up_to_max_items_never_empty(make_pair: Any) -> None:
+async def test_receive_batch_takes_up_to_max_items_never_empty(
+    make_pair: Any, poller_config: Config
+) -> None:
     pairs = [make_pair() for _ in range(10)]
-    async with new_poller() as poller:
+    async with Poller(poller_config) as poller:
         descs = [np.handle_read(a) for a, _ in pairs]
         for desc in descs:
             poller.start(desc)
@@ -103,19 +106,21 @@ async def test_receive_batch_takes_up_to_max_items_never_empty(make_pair: Any) -
 
 
 @pytest.mark.parametrize("bad", [0, -1])
-async def test_receive_batch_refuses_max_items_below_one(bad: int) -> None:
-    async with new_poller() as poller:
+async def test_receive_batch_refuses_max_items_below_one(bad: int, poller_config: Config) -> None:
+    async with Poller(poller_config) as poller:
         with pytest.raises(ValueError, match=f"max_items must be at least 1, got {bad}"):
             await poller.receive_batch(bad)
         with pytest.raises(TypeError, match="max_items must be an int"):
             await poller.receive_batch(2.5)  # type: ignore[arg-type]
 
 
-async def test_each_desc_to_exactly_one_receiver_whatever_the_method(make_pair: Any) -> None:
+async def test_each_desc_to_exactly_one_receiver_whatever_the_method(
+    make_pair: Any, poller_config: Config
+) -> None:
     pairs = [make_pair() for _ in range(60)]
     taken: list[np.Desc] = []
     closed: list[np.Desc] = []
-    async with new_poller() as poller, anyio.create_task_group() as tg:
+    async with Poller(poller_config) as poller, anyio.create_task_group() as tg:
         for a, _ in pairs:
             poller.start(np.handle_read(a, data=a))
 
@@ -161,9 +166,10 @@ async def test_each_desc_to_exactly_one_receiver_whatever_the_method(make_pair: 
 
 async def test_cancelled_receive_loses_nothing(
     sockpair: tuple[socket.socket, socket.socket],
+    poller_config: Config,
 ) -> None:
     a, b = sockpair
-    async with new_poller() as poller:
+    async with Poller(poller_config) as poller:
         desc = np.handle_read(a)
         poller.start(desc)
         b.send(b"x")
@@ -176,9 +182,9 @@ async def test_cancelled_receive_loses_nothing(
         assert await poller.receive_batch() == [(desc, READ)]
 
 
-async def test_never_entered_poller_closed_early_ends_cleanly() -> None:
+async def test_never_entered_poller_closed_early_ends_cleanly(poller_config: Config) -> None:
     """Reliability #9: aclose() of a poller that was never entered."""
-    poller = new_poller()
+    poller = Poller(poller_config)
     with pytest.raises(RuntimeError, match="not open yet"):
         poller.receive_nowait()
     with pytest.raises(RuntimeError, match="not open yet"):
@@ -202,9 +208,10 @@ async def test_never_entered_poller_closed_early_ends_cleanly() -> None:
 
 async def test_watch_stream_is_a_trio_and_anyio_receive_channel(
     sockpair: tuple[socket.socket, socket.socket],
+    poller_config: Config,
 ) -> None:
     a, b = sockpair
-    async with new_poller() as poller, poller.watch(np.handle_read(a)) as events:
+    async with Poller(poller_config) as poller, poller.watch(np.handle_read(a)) as events:
         assert isinstance(events, trio.abc.ReceiveChannel)
         assert isinstance(events, anyio.abc.ObjectReceiveStream)
         with pytest.raises(trio.WouldBlock) as info:
@@ -217,9 +224,10 @@ async def test_watch_stream_is_a_trio_and_anyio_receive_channel(
 
 async def test_watch_receive_ends_after_poller_closed(
     sockpair: tuple[socket.socket, socket.socket],
+    poller_config: Config,
 ) -> None:
     a, _ = sockpair
-    async with new_poller() as poller, poller.watch(np.handle_read(a)) as events:
+    async with Poller(poller_config) as poller, poller.watch(np.handle_read(a)) as events:
         await poller.aclose()
         assert events.receive_nowait() == CLOSED
         with pytest.raises(trio.EndOfChannel) as end:
@@ -231,9 +239,10 @@ async def test_watch_receive_ends_after_poller_closed(
 
 async def test_watch_receive_ends_when_its_desc_is_stopped(
     sockpair: tuple[socket.socket, socket.socket],
+    poller_config: Config,
 ) -> None:
     a, _ = sockpair
-    async with new_poller() as poller:
+    async with Poller(poller_config) as poller:
         desc = np.handle_read(a)
         async with poller.watch(desc) as events:
             poller.stop(desc)
@@ -243,9 +252,10 @@ async def test_watch_receive_ends_when_its_desc_is_stopped(
 
 async def test_watch_aclose_stops_and_later_receives_raise_closed_resource(
     sockpair: tuple[socket.socket, socket.socket],
+    poller_config: Config,
 ) -> None:
     a, b = sockpair
-    async with new_poller() as poller:
+    async with Poller(poller_config) as poller:
         desc = np.handle_read(a)
         async with poller.watch(desc) as events:
             await events.aclose()
@@ -265,11 +275,12 @@ async def test_watch_aclose_stops_and_later_receives_raise_closed_resource(
 
 async def test_watch_aclose_from_another_task_wakes_the_receiver(
     sockpair: tuple[socket.socket, socket.socket],
+    poller_config: Config,
 ) -> None:
     a, _ = sockpair
     raised: list[BaseException] = []
     async with (
-        new_poller() as poller,
+        Poller(poller_config) as poller,
         poller.watch(np.handle_read(a)) as events,
         anyio.create_task_group() as tg,
     ):
@@ -288,12 +299,13 @@ async def test_watch_aclose_from_another_task_wakes_the_receiver(
 
 async def test_two_receivers_of_one_watch_stream_busy_not_hang(
     sockpair: tuple[socket.socket, socket.socket],
+    poller_config: Config,
 ) -> None:
     """Reliability #4: A parks, B parks (replacing A), A is cancelled (clearing B); data
     then never woke B. Now B is refused at once, and A's cancellation leaves the stream
     usable."""
     a, b = sockpair
-    async with new_poller() as poller, poller.watch(np.handle_read(a)) as events:
+    async with Poller(poller_config) as poller, poller.watch(np.handle_read(a)) as events:
         async with anyio.create_task_group() as tg:
             first = anyio.CancelScope()
 
@@ -315,9 +327,10 @@ async def test_two_receivers_of_one_watch_stream_busy_not_hang(
 
 async def test_watch_one_shot_receive_rearms_each_ask(
     sockpair: tuple[socket.socket, socket.socket],
+    poller_config: Config,
 ) -> None:
     a, b = sockpair
-    async with new_poller() as poller, poller.watch(np.handle_read_once(a)) as events:
+    async with Poller(poller_config) as poller, poller.watch(np.handle_read_once(a)) as events:
         b.send(b"1")
         assert await events.receive() == READ
         assert drain(a) == b"1"
@@ -328,11 +341,12 @@ async def test_watch_one_shot_receive_rearms_each_ask(
 
 async def test_watch_enter_racing_aclose_raises_closed_error(
     sockpair: tuple[socket.socket, socket.socket],
+    poller_config: Config,
 ) -> None:
     """Reliability #5: the state is checked after __aenter__'s checkpoint, not only before
     (it raised ValueError: I/O operation on closed epoll object)."""
     a, _ = sockpair
-    async with new_poller() as poller, anyio.create_task_group() as tg:
+    async with Poller(poller_config) as poller, anyio.create_task_group() as tg:
         outcome: list[BaseException] = []
 
         async def enter() -> None:
@@ -372,9 +386,9 @@ def test_desc_data_is_a_free_slot(sockpair: tuple[socket.socket, socket.socket])
     assert desc.data == "mine"
 
 
-async def test_desc_data_reaches_the_worker(make_pair: Any) -> None:
+async def test_desc_data_reaches_the_worker(make_pair: Any, poller_config: Config) -> None:
     (a, b) = make_pair()
-    async with new_poller() as poller:
+    async with Poller(poller_config) as poller:
         poller.start(np.handle_read(a, data=a))
         b.send(b"x")
         [(desc, _)] = await poller.receive_batch()
@@ -399,10 +413,11 @@ def recorder() -> tuple[list[Event], Signal, Any]:
 
 async def test_modify_adds_write_interest_to_a_callback(
     sockpair: tuple[socket.socket, socket.socket],
+    poller_config: Config,
 ) -> None:
     a, b = sockpair
     got, step, on_event = recorder()
-    async with new_poller() as poller:
+    async with Poller(poller_config) as poller:
         desc = np.handle_read(a)
         poller.start(desc, on_event)
         poller.modify(desc, READ | WRITE | ET)
@@ -417,10 +432,10 @@ async def test_modify_adds_write_interest_to_a_callback(
 
 
 async def test_modify_keeps_the_route_and_pending_events_of_streams(
-    sockpair: tuple[socket.socket, socket.socket], probe: Any
+    sockpair: tuple[socket.socket, socket.socket], probe: Any, poller_config: Config
 ) -> None:
     a, b = sockpair
-    async with new_poller() as poller:
+    async with Poller(poller_config) as poller:
         desc = np.handle_read(a)
         poller.start(desc)
         b.send(b"x")
@@ -440,10 +455,10 @@ async def test_modify_keeps_the_route_and_pending_events_of_streams(
 
 
 async def test_modify_between_level_and_edge_triggered_streams(
-    sockpair: tuple[socket.socket, socket.socket], probe: Any
+    sockpair: tuple[socket.socket, socket.socket], probe: Any, poller_config: Config
 ) -> None:
     a, b = sockpair
-    async with new_poller() as poller:
+    async with Poller(poller_config) as poller:
         desc = np.handle_read(a)
         poller.start(desc)
         poller.modify(desc, READ)  # level-triggered: re-armed each time a worker takes it
@@ -460,9 +475,10 @@ async def test_modify_between_level_and_edge_triggered_streams(
 
 async def test_modify_refuses_bad_input_and_keeps_working(
     sockpair: tuple[socket.socket, socket.socket],
+    poller_config: Config,
 ) -> None:
     a, b = sockpair
-    async with new_poller() as poller:
+    async with Poller(poller_config) as poller:
         desc = np.handle_read(a)
         with pytest.raises(NotRegisteredError):
             poller.modify(desc, READ)
@@ -481,10 +497,12 @@ async def test_modify_refuses_bad_input_and_keeps_working(
         poller.modify(desc, READ)
 
 
-async def test_modify_of_a_closed_fd_names_it_and_keeps_the_old_event() -> None:
+async def test_modify_of_a_closed_fd_names_it_and_keeps_the_old_event(
+    poller_config: Config,
+) -> None:
     a, b = socket.socketpair()
     b.close()
-    async with new_poller() as poller:
+    async with Poller(poller_config) as poller:
         desc = np.handle_read(a)
         poller.start(desc)
         fd = a.fileno()
@@ -498,10 +516,11 @@ async def test_modify_of_a_closed_fd_names_it_and_keeps_the_old_event() -> None:
 
 async def test_modify_re_arms_a_one_shot_desc(
     sockpair: tuple[socket.socket, socket.socket],
+    poller_config: Config,
 ) -> None:
     a, b = sockpair
     got, step, on_event = recorder()
-    async with new_poller() as poller:
+    async with Poller(poller_config) as poller:
         desc = np.handle_read_once(a)
         poller.start(desc, on_event)
         b.send(b"x")

@@ -40,6 +40,7 @@ def test_spec_names_are_exported() -> None:
 
 def test_all_is_sorted_unique_and_resolvable() -> None:
     names = netpoll_trio.__all__
+    assert names == sorted(names)
     assert len(names) == len(set(names))
     for name in names:
         assert hasattr(netpoll_trio, name), name
@@ -50,6 +51,10 @@ def test_public_names_report_the_package_and_have_docstrings() -> None:
         obj = getattr(netpoll_trio, name)
         assert obj.__module__ == "netpoll_trio", name
         assert inspect.getdoc(obj), f"{name} has no docstring"
+
+
+def test_watch_is_another_name_for_event_stream() -> None:
+    assert netpoll_trio.Watch is netpoll_trio.EventStream
 
 
 def test_no_private_module_leaks_into_the_namespace() -> None:

@@ -7,18 +7,19 @@ import contextlib
 import errno
 import socket
 import threading
+from dataclasses import replace
 from typing import Any
 
 import anyio
 import pytest
 
 import netpoll_trio as np
-from netpoll_trio import Event, Poller, Syscalls
+from netpoll_trio import Config, Event, Poller, Syscalls
 
-from .conftest import GatedWait, drain, new_config, new_poller
+from .conftest import GatedWait, drain
 from .test_poller import Signal, round_trip
 
-pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("poller_mode")]
+pytestmark = [pytest.mark.anyio]
 
 READ, CLOSED = Event.READ, Event.POLLER_CLOSED
 
@@ -27,12 +28,14 @@ READ, CLOSED = Event.READ, Event.POLLER_CLOSED
 
 
 @pytest.mark.thread_only
-async def test_no_event_after_stop_even_one_already_collected(make_pair: Any) -> None:
+async def test_no_event_after_stop_even_one_already_collected(
+    make_pair: Any, poller_config: Config
+) -> None:
     a, b = make_pair()
     probe = make_pair()
     gated = GatedWait()
     got: list[Event] = []
-    async with new_poller(new_config(syscalls=Syscalls(wait=gated))) as poller:
+    async with Poller(replace(poller_config, syscalls=Syscalls(wait=gated))) as poller:
         desc = np.handle_read(a)
         poller.start(desc, got.append)
         gated.gate = True
@@ -45,12 +48,14 @@ async def test_no_event_after_stop_even_one_already_collected(make_pair: Any) ->
 
 
 @pytest.mark.thread_only
-async def test_a_callback_stopping_a_later_record_of_its_batch(make_pair: Any) -> None:
+async def test_a_callback_stopping_a_later_record_of_its_batch(
+    make_pair: Any, poller_config: Config
+) -> None:
     (a1, b1), (a2, b2) = make_pair(), make_pair()
     probe = make_pair()
     gated = GatedWait()
     calls: list[int] = []
-    async with new_poller(new_config(syscalls=Syscalls(wait=gated))) as poller:
+    async with Poller(replace(poller_config, syscalls=Syscalls(wait=gated))) as poller:
         d1, d2 = np.handle_read(a1), np.handle_read(a2)
 
         def make(me: int, other: np.Desc) -> Any:
@@ -72,10 +77,12 @@ async def test_a_callback_stopping_a_later_record_of_its_batch(make_pair: Any) -
     assert len(calls) == 1
 
 
-async def test_stopped_while_queued_in_the_shared_stream(make_pair: Any) -> None:
+async def test_stopped_while_queued_in_the_shared_stream(
+    make_pair: Any, poller_config: Config
+) -> None:
     (a1, b1), (a2, b2) = make_pair(), make_pair()
     probe = make_pair()
-    async with new_poller() as poller:
+    async with Poller(poller_config) as poller:
         d1, d2 = np.handle_read(a1), np.handle_read(a2)
         poller.start(d1)
         poller.start(d2)
@@ -90,10 +97,12 @@ async def test_stopped_while_queued_in_the_shared_stream(make_pair: Any) -> None
         assert [item async for item in poller] == []
 
 
-async def test_stopped_while_pending_in_a_watch_stream(make_pair: Any) -> None:
+async def test_stopped_while_pending_in_a_watch_stream(
+    make_pair: Any, poller_config: Config
+) -> None:
     a, b = make_pair()
     probe = make_pair()
-    async with new_poller() as poller:
+    async with Poller(poller_config) as poller:
         desc = np.handle_read(a)
         async with poller.watch(desc) as events:
             b.send(b"x")
@@ -106,7 +115,9 @@ async def test_stopped_while_pending_in_a_watch_stream(make_pair: Any) -> None:
 
 
 @pytest.mark.parametrize("style", ["watch", "shared"])
-async def test_slow_edge_triggered_consumer_reads_every_byte(make_pair: Any, style: str) -> None:
+async def test_slow_edge_triggered_consumer_reads_every_byte(
+    make_pair: Any, style: str, poller_config: Config
+) -> None:
     a, b = make_pair()
     b.setblocking(False)
     chunks = 300
@@ -131,7 +142,7 @@ async def test_slow_edge_triggered_consumer_reads_every_byte(make_pair: Any, sty
 
     total = sum(i % 7 + 1 for i in range(chunks))
     with anyio.fail_after(20):
-        async with new_poller() as poller, anyio.create_task_group() as tg:
+        async with Poller(poller_config) as poller, anyio.create_task_group() as tg:
             desc = np.handle_read(a)
             tg.start_soon(writer)
             if style == "watch":
@@ -154,10 +165,12 @@ async def test_slow_edge_triggered_consumer_reads_every_byte(make_pair: Any, sty
 
 
 @pytest.mark.parametrize("style", ["watch-taken", "shared-queued", "shared-taken"])
-async def test_level_triggered_busy_consumer_does_not_spin(make_pair: Any, style: str) -> None:
+async def test_level_triggered_busy_consumer_does_not_spin(
+    make_pair: Any, style: str, poller_config: Config
+) -> None:
     a, b = make_pair()
     probe = make_pair()
-    async with new_poller() as poller:
+    async with Poller(poller_config) as poller:
         desc = np.handle(a, READ)  # level-triggered
         b.send(b"x")  # and never read: the fd stays readable throughout
         async with contextlib.AsyncExitStack() as stack:
@@ -185,9 +198,9 @@ async def test_level_triggered_busy_consumer_does_not_spin(make_pair: Any, style
                 poller.stop(desc)
 
 
-async def test_idle_poller_does_not_wake(make_pair: Any) -> None:
+async def test_idle_poller_does_not_wake(make_pair: Any, poller_config: Config) -> None:
     probe = make_pair()
-    async with new_poller() as poller:
+    async with Poller(poller_config) as poller:
         for _ in range(50):
             await anyio.sleep(0)
         await round_trip(poller, probe)
@@ -207,12 +220,14 @@ def _failing_wait(fail: threading.Event) -> Syscalls:
     return Syscalls(wait=wait)
 
 
-async def test_dead_wait_loop_propagates_out_of_the_block(make_pair: Any) -> None:
+async def test_dead_wait_loop_propagates_out_of_the_block(
+    make_pair: Any, poller_config: Config
+) -> None:
     a, b = make_pair()
     fail = threading.Event()
     got: list[Event] = []
     with pytest.raises(OSError, match="injected fatal wait error"):
-        async with new_poller(new_config(syscalls=_failing_wait(fail))) as poller:
+        async with Poller(replace(poller_config, syscalls=_failing_wait(fail))) as poller:
             poller.start(np.handle_read(a), got.append)
             fail.set()
             b.send(b"x")
@@ -221,7 +236,7 @@ async def test_dead_wait_loop_propagates_out_of_the_block(make_pair: Any) -> Non
     assert got == [CLOSED]
 
 
-async def test_dead_wait_loop_with_on_wait_error(make_pair: Any) -> None:
+async def test_dead_wait_loop_with_on_wait_error(make_pair: Any, poller_config: Config) -> None:
     a, b = make_pair()
     fail = threading.Event()
     got: list[Event] = []
@@ -232,7 +247,7 @@ async def test_dead_wait_loop_with_on_wait_error(make_pair: Any) -> None:
         errors.append(err)
         reported.set()
 
-    config = new_config(on_wait_error=on_wait_error, syscalls=_failing_wait(fail))
+    config = replace(poller_config, on_wait_error=on_wait_error, syscalls=_failing_wait(fail))
     async with Poller(config) as poller:
         poller.start(np.handle_read(a), got.append)
         fail.set()
@@ -243,7 +258,7 @@ async def test_dead_wait_loop_with_on_wait_error(make_pair: Any) -> None:
     assert errors[0].errno == errno.EIO
 
 
-async def test_temporary_wait_errors_are_retried(make_pair: Any) -> None:
+async def test_temporary_wait_errors_are_retried(make_pair: Any, poller_config: Config) -> None:
     a, b = make_pair()
     pending = [errno.EINTR, errno.EAGAIN, errno.EMFILE]
     step = Signal()
@@ -253,7 +268,7 @@ async def test_temporary_wait_errors_are_retried(make_pair: Any) -> None:
             raise OSError(pending.pop(0), "injected temporary error")
         return Syscalls().wait(ep, maxevents, timeout)
 
-    async with new_poller(new_config(syscalls=Syscalls(wait=wait))) as poller:
+    async with Poller(replace(poller_config, syscalls=Syscalls(wait=wait))) as poller:
         desc = np.handle_read(a)
         poller.start(desc, lambda ev: step.set())
         b.send(b"x")
@@ -262,7 +277,7 @@ async def test_temporary_wait_errors_are_retried(make_pair: Any) -> None:
         poller.stop(desc)
 
 
-async def test_raising_on_poller_closed_propagates(make_pair: Any) -> None:
+async def test_raising_on_poller_closed_propagates(make_pair: Any, poller_config: Config) -> None:
     a, _ = make_pair()
 
     def cb(ev: Event) -> None:
@@ -270,19 +285,21 @@ async def test_raising_on_poller_closed_propagates(make_pair: Any) -> None:
             raise RuntimeError("cleanup failed")
 
     with pytest.raises(RuntimeError, match="cleanup failed"):
-        async with new_poller() as poller:
+        async with Poller(poller_config) as poller:
             poller.start(np.handle_read(a), cb)
 
 
 # ----------------------------------------------------------------- stale fds
 
 
-async def test_stale_entry_is_replaced_when_the_fd_number_is_reused(make_pair: Any) -> None:
+async def test_stale_entry_is_replaced_when_the_fd_number_is_reused(
+    make_pair: Any, poller_config: Config
+) -> None:
     a, b = socket.socketpair()
     old_events: list[Event] = []
     new_events: list[Event] = []
     step = Signal()
-    async with new_poller() as poller:
+    async with Poller(poller_config) as poller:
         old = np.handle_read(a)
         poller.start(old, old_events.append)
         fd = a.fileno()
@@ -306,9 +323,9 @@ async def test_stale_entry_is_replaced_when_the_fd_number_is_reused(make_pair: A
     assert new_events == [READ]
 
 
-async def test_stop_of_a_desc_whose_fd_was_closed(make_pair: Any) -> None:
+async def test_stop_of_a_desc_whose_fd_was_closed(make_pair: Any, poller_config: Config) -> None:
     a, _ = socket.socketpair()
-    async with new_poller() as poller:
+    async with Poller(poller_config) as poller:
         desc = np.handle_read(a)
         poller.start(desc)
         a.close()
@@ -317,9 +334,11 @@ async def test_stop_of_a_desc_whose_fd_was_closed(make_pair: Any) -> None:
     _.close()
 
 
-async def test_a_second_desc_for_a_live_fd_is_refused(make_pair: Any) -> None:
+async def test_a_second_desc_for_a_live_fd_is_refused(
+    make_pair: Any, poller_config: Config
+) -> None:
     a, _ = make_pair()
-    async with new_poller() as poller:
+    async with Poller(poller_config) as poller:
         first = np.handle_read(a)
         poller.start(first)
         with pytest.raises(np.RegisteredError, match="registered by <Desc"):
@@ -341,9 +360,9 @@ async def test_start_stop_resume_are_plain_functions() -> None:
         assert inspect.iscoroutinefunction(getattr(Poller, name)), name
 
 
-async def test_use_from_another_thread_is_refused(make_pair: Any) -> None:
+async def test_use_from_another_thread_is_refused(make_pair: Any, poller_config: Config) -> None:
     a, _ = make_pair()
-    async with new_poller() as poller:
+    async with Poller(poller_config) as poller:
         desc = np.handle_read(a)
         with pytest.raises(RuntimeError, match="thread running the event loop"):
             await anyio.to_thread.run_sync(poller.start, desc)

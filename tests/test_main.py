@@ -148,3 +148,28 @@ def test_module_entry_point() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "usage: python -m netpoll_trio" in out.stdout
+
+
+def test_the_bench_uses_only_the_public_api() -> None:
+    """``netpoll_trio._bench`` ships in the wheel as a user of the library: it imports
+    only names from ``__all__``, never a private module, so it measures what users get."""
+    import ast
+    from pathlib import Path
+
+    import netpoll_trio
+
+    bench = Path(netpoll_trio.__file__).parent / "_bench"
+    for path in sorted(bench.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom):
+                where = f"{path.name}:{node.lineno}"
+                if node.level == 2 or node.module == "netpoll_trio":  # from .. import / ours
+                    assert node.module is None or node.module == "netpoll_trio", where
+                    for alias in node.names:
+                        assert alias.name in netpoll_trio.__all__, (where, alias.name)
+                else:
+                    assert node.level in (0, 1), where  # the library or a sibling in _bench
+                    assert not (node.module or "").startswith("netpoll_trio"), where
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    assert not alias.name.startswith("netpoll_trio"), (path.name, alias.name)

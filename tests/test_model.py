@@ -19,11 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import netpoll_trio as np
-from netpoll_trio import Event
+from netpoll_trio import Config, Event, Poller
 
-from .conftest import drain, new_poller
-
-pytestmark = pytest.mark.usefixtures("poller_mode")
+from .conftest import drain
 
 SLOTS = 3
 MODES = {
@@ -58,7 +56,7 @@ class Slot:
     events: list[Event] = field(default_factory=list)
 
 
-async def run_program(program: list[tuple[object, ...]]) -> None:
+async def run_program(program: list[tuple[object, ...]], config: Config) -> None:
     slots = []
     for _ in range(SLOTS):
         a, b = socket.socketpair()
@@ -66,7 +64,7 @@ async def run_program(program: list[tuple[object, ...]]) -> None:
     probe_a, probe_b = socket.socketpair()
     dead: list[socket.socket] = []
     try:
-        async with new_poller() as poller:
+        async with Poller(config) as poller:
             got_probe = anyio.Event()
 
             async def sync() -> None:
@@ -157,7 +155,14 @@ async def run_program(program: list[tuple[object, ...]]) -> None:
 
 
 @pytest.mark.parametrize("backend", ["trio", "asyncio"])
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# The fixture is a frozen Config: sharing it across examples is what is meant.
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(program=ops)
-def test_random_programs_match_the_model(backend: str, program: list[tuple[object, ...]]) -> None:
-    anyio.run(run_program, program, backend=backend)
+def test_random_programs_match_the_model(
+    backend: str, poller_config: Config, program: list[tuple[object, ...]]
+) -> None:
+    anyio.run(run_program, program, poller_config, backend=backend)

@@ -14,11 +14,11 @@ import anyio
 import pytest
 
 import netpoll_trio as np
-from netpoll_trio import ClosedError, Event, Poller
+from netpoll_trio import ClosedError, Config, Event, Poller
 
-from .conftest import drain, fill, new_poller
+from .conftest import drain, fill
 
-pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("poller_mode")]
+pytestmark = [pytest.mark.anyio]
 
 READ, WRITE, HUP, READ_HUP, ERR = Event.READ, Event.WRITE, Event.HUP, Event.READ_HUP, Event.ERR
 CLOSED = Event.POLLER_CLOSED
@@ -55,12 +55,14 @@ async def round_trip(poller: Poller, probe: tuple[socket.socket, socket.socket])
 # ----------------------------------------------------------------- Go's tests
 
 
-async def test_go_read_once(sockpair: tuple[socket.socket, socket.socket]) -> None:
+async def test_go_read_once(
+    sockpair: tuple[socket.socket, socket.socket], poller_config: Config
+) -> None:
     a, b = sockpair
     events: list[Event] = []
     received = bytearray()
     step = Signal()
-    async with new_poller() as poller:
+    async with Poller(poller_config) as poller:
         desc = np.handle_read_once(a)
 
         def on_event(ev: Event) -> None:
@@ -81,12 +83,12 @@ async def test_go_read_once(sockpair: tuple[socket.socket, socket.socket]) -> No
     assert bytes(received) == b"hello"
 
 
-async def test_go_write_once(make_pair: Any) -> None:
+async def test_go_write_once(make_pair: Any, poller_config: Config) -> None:
     a, b = make_pair()
     probe = make_pair()
     events: list[Event] = []
     step = Signal()
-    async with new_poller() as poller:
+    async with Poller(poller_config) as poller:
         fill(a)
         desc = np.handle_write_once(a)
 
@@ -118,13 +120,15 @@ async def test_go_write_once(make_pair: Any) -> None:
 # ----------------------------------------------------------------- callback style
 
 
-async def test_callback_runs_on_the_loop_thread_and_may_start_stop(make_pair: Any) -> None:
+async def test_callback_runs_on_the_loop_thread_and_may_start_stop(
+    make_pair: Any, poller_config: Config
+) -> None:
     import threading
 
     (a1, b1), (a2, b2) = make_pair(), make_pair()
     threads: list[int] = []
     step = Signal()
-    async with new_poller() as poller:
+    async with Poller(poller_config) as poller:
         d1, d2 = np.handle_read(a1), np.handle_read(a2)
 
         def second(ev: Event) -> None:
@@ -145,7 +149,9 @@ async def test_callback_runs_on_the_loop_thread_and_may_start_stop(make_pair: An
     assert threads == [threading.get_ident()] * 2
 
 
-async def test_callback_may_use_anyio(sockpair: tuple[socket.socket, socket.socket]) -> None:
+async def test_callback_may_use_anyio(
+    sockpair: tuple[socket.socket, socket.socket], poller_config: Config
+) -> None:
     """Under asyncio, loop callbacks run outside any task; anyio must still work there."""
     a, b = sockpair
     ran = anyio.Event()
@@ -153,7 +159,7 @@ async def test_callback_may_use_anyio(sockpair: tuple[socket.socket, socket.sock
     async def child() -> None:
         ran.set()
 
-    async with new_poller() as poller, anyio.create_task_group() as tg:
+    async with Poller(poller_config) as poller, anyio.create_task_group() as tg:
         desc = np.handle_read(a)
 
         def on_event(ev: Event) -> None:
@@ -167,7 +173,9 @@ async def test_callback_may_use_anyio(sockpair: tuple[socket.socket, socket.sock
         poller.stop(desc)
 
 
-async def test_callback_exception_propagates_out_of_the_block(make_pair: Any) -> None:
+async def test_callback_exception_propagates_out_of_the_block(
+    make_pair: Any, poller_config: Config
+) -> None:
     (a1, b1), (a2, _) = make_pair(), make_pair()
     others: list[Event] = []
 
@@ -175,7 +183,7 @@ async def test_callback_exception_propagates_out_of_the_block(make_pair: Any) ->
         raise ValueError("callback bug")
 
     with pytest.raises(ValueError, match="callback bug"):
-        async with new_poller() as poller:
+        async with Poller(poller_config) as poller:
             poller.start(np.handle_read(a2), others.append)
             poller.start(np.handle_read(a1), bad)
             b1.send(b"x")
@@ -187,9 +195,11 @@ async def test_callback_exception_propagates_out_of_the_block(make_pair: Any) ->
 # ----------------------------------------------------------------- watch()
 
 
-async def test_watch_stream(sockpair: tuple[socket.socket, socket.socket]) -> None:
+async def test_watch_stream(
+    sockpair: tuple[socket.socket, socket.socket], poller_config: Config
+) -> None:
     a, b = sockpair
-    async with new_poller() as poller:
+    async with Poller(poller_config) as poller:
         async with poller.watch(np.handle_read(a)) as events:
             assert poller.statistics().registered == 1
             b.send(b"x")
@@ -202,9 +212,10 @@ async def test_watch_stream(sockpair: tuple[socket.socket, socket.socket]) -> No
 
 async def test_watch_cancellation_stops_the_registration(
     sockpair: tuple[socket.socket, socket.socket],
+    poller_config: Config,
 ) -> None:
     a, _ = sockpair
-    async with new_poller() as poller:
+    async with Poller(poller_config) as poller:
         with anyio.CancelScope() as scope:
             async with poller.watch(np.handle_read(a)) as events:
                 assert poller.statistics().registered == 1
@@ -221,6 +232,7 @@ async def test_watch_cancellation_stops_the_registration(
 
 async def test_watch_cancelled_by_a_failing_sibling(
     sockpair: tuple[socket.socket, socket.socket],
+    poller_config: Config,
 ) -> None:
     a, _ = sockpair
     entered = anyio.Event()
@@ -231,7 +243,7 @@ async def test_watch_cancelled_by_a_failing_sibling(
             async for _ in events:
                 pass
 
-    async with new_poller() as poller:
+    async with Poller(poller_config) as poller:
         with pytest.raises(Exception) as info:  # noqa: PT011 - anyio/trio group types differ
             async with anyio.create_task_group() as tg:
                 tg.start_soon(watcher, poller)
@@ -243,10 +255,11 @@ async def test_watch_cancelled_by_a_failing_sibling(
 
 async def test_watch_one_shot_rearms_when_the_consumer_asks_again(
     sockpair: tuple[socket.socket, socket.socket],
+    poller_config: Config,
 ) -> None:
     a, b = sockpair
     got = []
-    async with new_poller() as poller, poller.watch(np.handle_read_once(a)) as events:
+    async with Poller(poller_config) as poller, poller.watch(np.handle_read_once(a)) as events:
         for i in range(3):
             b.send(bytes([i]))
             ev = await events.__anext__()
@@ -256,10 +269,11 @@ async def test_watch_one_shot_rearms_when_the_consumer_asks_again(
 
 async def test_watch_yields_poller_closed_once_then_ends(
     sockpair: tuple[socket.socket, socket.socket],
+    poller_config: Config,
 ) -> None:
     a, b = sockpair
     seen: list[Event] = []
-    async with new_poller() as poller, poller.watch(np.handle_read(a)) as events:
+    async with Poller(poller_config) as poller, poller.watch(np.handle_read(a)) as events:
         b.send(b"x")  # pending, not taken: dropped by the close
         await poller.aclose()
         seen.extend([ev async for ev in events])
@@ -269,9 +283,10 @@ async def test_watch_yields_poller_closed_once_then_ends(
 
 async def test_watch_of_a_started_desc_is_refused(
     sockpair: tuple[socket.socket, socket.socket],
+    poller_config: Config,
 ) -> None:
     a, _ = sockpair
-    async with new_poller() as poller:
+    async with Poller(poller_config) as poller:
         desc = np.handle_read(a)
         poller.start(desc, lambda ev: None)
         with pytest.raises(np.RegisteredError):
@@ -285,9 +300,10 @@ async def test_watch_of_a_started_desc_is_refused(
 
 async def test_watch_stream_ends_when_its_desc_is_stopped(
     sockpair: tuple[socket.socket, socket.socket],
+    poller_config: Config,
 ) -> None:
     a, _ = sockpair
-    async with new_poller() as poller:
+    async with Poller(poller_config) as poller:
         desc = np.handle_read(a)
         async with poller.watch(desc) as events, anyio.create_task_group() as tg:
             ended = anyio.Event()
@@ -306,13 +322,15 @@ async def test_watch_stream_ends_when_its_desc_is_stopped(
 # ----------------------------------------------------------------- the shared stream
 
 
-async def test_shared_stream_each_desc_to_exactly_one_worker(make_pair: Any) -> None:
+async def test_shared_stream_each_desc_to_exactly_one_worker(
+    make_pair: Any, poller_config: Config
+) -> None:
     pairs = [make_pair() for _ in range(50)]
     by_desc: dict[np.Desc, socket.socket] = {}
     taken: list[tuple[int, np.Desc]] = []
     closed_seen: list[np.Desc] = []
     ended: list[int] = []
-    async with new_poller() as poller, anyio.create_task_group() as tg:
+    async with Poller(poller_config) as poller, anyio.create_task_group() as tg:
         for a, _ in pairs:
             desc = np.handle_read(a)
             by_desc[desc] = a
@@ -341,11 +359,12 @@ async def test_shared_stream_each_desc_to_exactly_one_worker(make_pair: Any) -> 
 
 async def test_shared_stream_coalesces_while_queued(
     sockpair: tuple[socket.socket, socket.socket],
+    poller_config: Config,
 ) -> None:
     a, b = sockpair
     probe = socket.socketpair()
     try:
-        async with new_poller() as poller:
+        async with Poller(poller_config) as poller:
             desc = np.handle_read_write(a)
             poller.start(desc)
             b.send(b"1")
@@ -365,10 +384,12 @@ async def test_shared_stream_coalesces_while_queued(
 # ----------------------------------------------------------------- closure
 
 
-async def test_close_delivers_exactly_poller_closed_before_aclose_returns(make_pair: Any) -> None:
+async def test_close_delivers_exactly_poller_closed_before_aclose_returns(
+    make_pair: Any, poller_config: Config
+) -> None:
     (a1, b1), (a2, _), (a3, _) = make_pair(), make_pair(), make_pair()
     got: list[Event] = []
-    async with new_poller() as poller:
+    async with Poller(poller_config) as poller:
         poller.start(np.handle_read(a1), got.append)
         stopped = np.handle_read(a2)
         poller.start(stopped, got.append)
@@ -395,11 +416,13 @@ async def test_close_delivers_exactly_poller_closed_before_aclose_returns(make_p
                 pass
 
 
-async def test_leaving_by_exception_closes(sockpair: tuple[socket.socket, socket.socket]) -> None:
+async def test_leaving_by_exception_closes(
+    sockpair: tuple[socket.socket, socket.socket], poller_config: Config
+) -> None:
     a, _ = sockpair
     got: list[Event] = []
     with pytest.raises(KeyError):
-        async with new_poller() as poller:
+        async with Poller(poller_config) as poller:
             poller.start(np.handle_read(a), got.append)
             raise KeyError("body failed")
     assert poller.closed
@@ -408,11 +431,12 @@ async def test_leaving_by_exception_closes(sockpair: tuple[socket.socket, socket
 
 async def test_leaving_by_cancellation_closes(
     sockpair: tuple[socket.socket, socket.socket],
+    poller_config: Config,
 ) -> None:
     a, _ = sockpair
     got: list[Event] = []
     with anyio.CancelScope() as scope:
-        async with new_poller() as poller:
+        async with Poller(poller_config) as poller:
             poller.start(np.handle_read(a), got.append)
             scope.cancel()
             await anyio.sleep_forever()
@@ -423,10 +447,11 @@ async def test_leaving_by_cancellation_closes(
 
 async def test_statistics_is_immutable_and_counts(
     sockpair: tuple[socket.socket, socket.socket],
+    poller_config: Config,
 ) -> None:
     a, b = sockpair
     step = Signal()
-    async with new_poller() as poller:
+    async with Poller(poller_config) as poller:
         before = poller.statistics()
         assert (before.registered, before.events_delivered, before.batches) == (0, 0, 0)
         poller.start(np.handle_read(a), lambda ev: step.set())
@@ -441,8 +466,8 @@ async def test_statistics_is_immutable_and_counts(
             after.registered = 5  # type: ignore[misc]
 
 
-async def test_entering_twice_and_use_before_entering() -> None:
-    poller = new_poller()
+async def test_entering_twice_and_use_before_entering(poller_config: Config) -> None:
+    poller = Poller(poller_config)
     with pytest.raises(RuntimeError, match="not open yet"):
         poller.start(np.new_desc(0, READ))
     async with poller:

@@ -18,6 +18,7 @@ import socket
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -26,10 +27,10 @@ import trio
 import trio.testing
 
 import netpoll_trio as np
-from netpoll_trio import Epoll, EpollEvent, Event, Poller, Syscalls
+from netpoll_trio import Config, Epoll, EpollEvent, Event, Poller, Syscalls
 from netpoll_trio._dispatch import GHOST_WARNING
 
-from .conftest import netpoll_threads, new_config, new_poller
+from .conftest import netpoll_threads
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -90,17 +91,17 @@ def _wait_failing_once_armed(armed: threading.Event, failed: threading.Event) ->
 
 @pytest.mark.anyio
 @pytest.mark.thread_only
-@pytest.mark.usefixtures("poller_mode")
 @pytest.mark.parametrize("handled", [False, True], ids=["raised", "on_wait_error"])
 async def test_fatal_wait_error_is_reported_when_the_block_exits_first(
-    make_pair: Any, handled: bool
+    make_pair: Any, handled: bool, poller_config: Config
 ) -> None:
     """The thread died and queued its report, but the block exited before the loop ran
     it: the error vanished. stop() now hands over what the loop was not told."""
     a, b = make_pair()
     armed, failed = threading.Event(), threading.Event()
     errors: list[OSError] = []
-    config = new_config(
+    config = replace(
+        poller_config,
         syscalls=_wait_failing_once_armed(armed, failed),
         on_wait_error=errors.append if handled else None,
     )
@@ -129,8 +130,9 @@ async def test_fatal_wait_error_is_reported_when_the_block_exits_first(
 
 
 @pytest.mark.anyio
-@pytest.mark.usefixtures("poller_mode")
-async def test_non_oserror_from_the_wait_propagates_out_of_the_block(make_pair: Any) -> None:
+async def test_non_oserror_from_the_wait_propagates_out_of_the_block(
+    make_pair: Any, poller_config: Config
+) -> None:
     """Without the thread a MemoryError from epoll_wait escaped into the loop (trio:
     TrioInternalError; asyncio: retried ~6000 times a second, logged, block exited
     cleanly). Both modes now close the poller and raise it out of the block."""
@@ -145,7 +147,7 @@ async def test_non_oserror_from_the_wait_propagates_out_of_the_block(make_pair: 
 
     got: list[Event] = []
     with pytest.raises(MemoryError, match="injected"):
-        async with new_poller(new_config(syscalls=Syscalls(wait=wait))) as poller:
+        async with Poller(replace(poller_config, syscalls=Syscalls(wait=wait))) as poller:
             poller.start(np.handle_read(a), got.append)
             armed.set()
             b.send(b"x")
@@ -165,8 +167,9 @@ class E2Error(Exception):
 
 
 @pytest.mark.trio
-@pytest.mark.usefixtures("poller_mode")
-async def test_callback_error_is_not_hidden_by_the_body_s_exception_group(make_pair: Any) -> None:
+async def test_callback_error_is_not_hidden_by_the_body_s_exception_group(
+    make_pair: Any, poller_config: Config
+) -> None:
     """The cancelled body's nursery raised ExceptionGroup([E2]); the callback's E1 was
     only reachable through __context__, so ``except* E1Error`` missed it."""
     a, b = make_pair()
@@ -175,7 +178,7 @@ async def test_callback_error_is_not_hidden_by_the_body_s_exception_group(make_p
         raise E1Error("from the callback")
 
     with pytest.raises(BaseExceptionGroup) as info:
-        async with new_poller() as poller, trio.open_nursery() as nursery:
+        async with Poller(poller_config) as poller, trio.open_nursery() as nursery:
 
             async def child() -> None:
                 try:
@@ -194,15 +197,16 @@ async def test_callback_error_is_not_hidden_by_the_body_s_exception_group(make_p
 
 
 @pytest.mark.anyio
-@pytest.mark.usefixtures("poller_mode")
-async def test_callback_error_alone_when_the_body_only_got_cancelled(make_pair: Any) -> None:
+async def test_callback_error_alone_when_the_body_only_got_cancelled(
+    make_pair: Any, poller_config: Config
+) -> None:
     a, b = make_pair()
 
     def callback(event: Event) -> None:
         raise E1Error("from the callback")
 
     with pytest.raises(E1Error):
-        async with new_poller() as poller:
+        async with Poller(poller_config) as poller:
             poller.start(np.handle_read(a), callback)
             b.send(b"x")
             await anyio.sleep_forever()
@@ -212,10 +216,10 @@ async def test_callback_error_alone_when_the_body_only_got_cancelled(make_pair: 
 
 
 @pytest.mark.thread_only
-@pytest.mark.usefixtures("poller_mode")
 @pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
 def test_asyncio_loop_closed_with_a_batch_handed_to_it_frees_thread_and_fds(
     loop_kind: str,
+    poller_config: Config,
 ) -> None:
     """A poller entered by hand; an event is handed to the loop; the loop is closed. The
     thread waited for the ack for ever, keeping the epoll fd and the eventfd."""
@@ -234,7 +238,7 @@ def test_asyncio_loop_closed_with_a_batch_handed_to_it_frees_thread_and_fds(
         return records
 
     async def enter() -> Poller:
-        poller = new_poller(new_config(syscalls=Syscalls(wait=wait)))
+        poller = Poller(replace(poller_config, syscalls=Syscalls(wait=wait)))
         await poller.__aenter__()
         poller.start(np.handle_read(a))
         return poller
@@ -257,9 +261,9 @@ def test_asyncio_loop_closed_with_a_batch_handed_to_it_frees_thread_and_fds(
 
 
 @pytest.mark.anyio
-@pytest.mark.usefixtures("poller_mode")
 async def test_interrupt_while_closing_still_closes_every_fd_and_notifies(
     make_pair: Any,
+    poller_config: Config,
 ) -> None:
     """A KeyboardInterrupt mid-close left the epoll fd open and POLLER_CLOSED undelivered.
     Here the interrupt comes from closing the eventfd (after it is closed, as a real
@@ -280,9 +284,9 @@ async def test_interrupt_while_closing_still_closes_every_fd_and_notifies(
             raise KeyboardInterrupt
 
     got: list[Event] = []
-    config = new_config(syscalls=Syscalls(close=close, close_epoll=close_epoll))
+    config = replace(poller_config, syscalls=Syscalls(close=close, close_epoll=close_epoll))
     with pytest.raises(KeyboardInterrupt):
-        async with new_poller(config) as poller:
+        async with Poller(config) as poller:
             poller.start(np.handle_read(a), got.append)
             await poller.aclose()
     assert interrupted
@@ -292,9 +296,9 @@ async def test_interrupt_while_closing_still_closes_every_fd_and_notifies(
 
 @pytest.mark.trio
 @pytest.mark.thread_only
-@pytest.mark.usefixtures("poller_mode")
 async def test_ctrl_c_during_the_join_still_closes_every_fd_and_notifies(
     make_pair: Any,
+    poller_config: Config,
 ) -> None:
     """A real SIGINT arriving while aclose() joins the wait thread (trio raises it there:
     the close is not KI-protected). The thread is held in its last wait until then."""
@@ -322,7 +326,7 @@ async def test_ctrl_c_during_the_join_still_closes_every_fd_and_notifies(
         return records
 
     got: list[Event] = []
-    poller = new_poller(new_config(syscalls=Syscalls(wait=wait)))
+    poller = Poller(replace(poller_config, syscalls=Syscalls(wait=wait)))
     try:
         with pytest.raises(KeyboardInterrupt):
             async with poller:
@@ -417,9 +421,9 @@ def test_epoll_callback_base_exception_on_an_event_closes_and_notifies(
 
 
 @pytest.mark.anyio
-@pytest.mark.usefixtures("poller_mode")
 async def test_async_callback_is_refused_naming_the_fix(
     sockpair: tuple[socket.socket, socket.socket],
+    poller_config: Config,
 ) -> None:
     """An async def callback was accepted and never ran ("never awaited" warning)."""
     a, b = sockpair
@@ -431,7 +435,7 @@ async def test_async_callback_is_refused_naming_the_fix(
         async def __call__(self, event: Event) -> None:  # pragma: no cover
             pass
 
-    async with new_poller() as poller:
+    async with Poller(poller_config) as poller:
         desc = np.handle_read(a)
         for bad in (handler, AsyncCallable()):
             with pytest.raises(TypeError, match=r"async function.*shared stream.*watch"):
@@ -461,9 +465,9 @@ def test_epoll_event_where_an_event_belongs_is_refused(
 
 
 @pytest.mark.anyio
-@pytest.mark.usefixtures("poller_mode")
 async def test_dup_ed_socket_closed_without_stop_is_detected_and_reported(
     caplog: pytest.LogCaptureFixture,
+    poller_config: Config,
 ) -> None:
     """epoll watches the open file: once the fd was closed while a dup() kept the file
     open, stop() cannot remove the kernel entry and the wait keeps reporting it. That
@@ -472,7 +476,7 @@ async def test_dup_ed_socket_closed_without_stop_is_detected_and_reported(
     twin = a.dup()
     try:
         with caplog.at_level(logging.WARNING, logger="netpoll_trio"):
-            async with new_poller() as poller:
+            async with Poller(poller_config) as poller:
                 desc = np.new_desc(a.fileno(), Event.READ)  # level-triggered callback
                 poller.start(desc, lambda event: None)
                 a.close()  # the wrong order: closed before stop(), and twin keeps it open

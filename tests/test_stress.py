@@ -30,11 +30,9 @@ import anyio
 import pytest
 
 import netpoll_trio as np
-from netpoll_trio import Event
+from netpoll_trio import Config, Event, Poller
 
-from .conftest import new_poller
-
-pytestmark = [pytest.mark.stress, pytest.mark.anyio, pytest.mark.usefixtures("poller_mode")]
+pytestmark = [pytest.mark.stress, pytest.mark.anyio]
 
 CONNECTIONS = int(os.environ.get("NETPOLL_STRESS_CONNECTIONS", "1000"))
 MESSAGES = int(os.environ.get("NETPOLL_STRESS_MESSAGES", "100000"))
@@ -125,7 +123,11 @@ class Driver(threading.Thread):
 
 
 async def run_stress(
-    total: int, connections: int, seed: int, seconds: float | None = None
+    total: int,
+    connections: int,
+    seed: int,
+    seconds: float | None = None,
+    config: Config | None = None,
 ) -> dict[str, int]:
     """Run the scenario; stop after ``total`` messages (or ``seconds``, if given)."""
     rng = random.Random(seed)
@@ -136,7 +138,7 @@ async def run_stress(
     next_id = 0
     all_done = anyio.Event()
 
-    async with new_poller() as poller, anyio.create_task_group() as tg:
+    async with Poller(config) as poller, anyio.create_task_group() as tg:
 
         def open_conn() -> None:
             nonlocal next_id
@@ -311,20 +313,24 @@ async def run_stress(
     return counters
 
 
-async def test_stress_every_message_read_once_in_order(anyio_backend: Any) -> None:
-    totals = await run_stress(MESSAGES, CONNECTIONS, seed=1)
+async def test_stress_every_message_read_once_in_order(
+    anyio_backend: Any, poller_config: Config
+) -> None:
+    totals = await run_stress(MESSAGES, CONNECTIONS, seed=1, config=poller_config)
     print(f"\nstress totals: {totals}")
     assert totals["received"] == totals["sent"] == MESSAGES
     assert totals["reopened"] > 0
     assert totals["churn"] + totals["cancelled"] > 0
 
 
-async def test_cancellation_storm(anyio_backend: Any, make_pair: Any) -> None:
+async def test_cancellation_storm(
+    anyio_backend: Any, make_pair: Any, poller_config: Config
+) -> None:
     """Thousands of watch() blocks cancelled at random points while events flow."""
     pairs = [make_pair() for _ in range(200)]
     rng = random.Random(7)
     entered = 0
-    async with new_poller() as poller:
+    async with Poller(poller_config) as poller:
         for round_ in range(10):
             async with anyio.create_task_group() as tg:
                 for a, _b in pairs:

@@ -9,17 +9,17 @@ import trio
 import trio.testing
 
 import netpoll_trio as np
-from netpoll_trio import Event
+from netpoll_trio import Config, Event, Poller
 
-from .conftest import new_poller
-
-pytestmark = [pytest.mark.trio, pytest.mark.usefixtures("poller_mode")]
+pytestmark = [pytest.mark.trio]
 
 
-async def test_async_methods_are_checkpoints(sockpair: tuple[socket.socket, socket.socket]) -> None:
+async def test_async_methods_are_checkpoints(
+    sockpair: tuple[socket.socket, socket.socket], poller_config: Config
+) -> None:
     a, b = sockpair
     with trio.testing.assert_checkpoints():
-        poller = await new_poller().__aenter__()
+        poller = await Poller(poller_config).__aenter__()
     try:
         desc = np.handle_read(a)
         watch = poller.watch(desc)
@@ -48,9 +48,10 @@ async def test_async_methods_are_checkpoints(sockpair: tuple[socket.socket, sock
 
 async def test_cancelled_checkpoint_loses_no_event(
     sockpair: tuple[socket.socket, socket.socket],
+    poller_config: Config,
 ) -> None:
     a, b = sockpair
-    async with new_poller() as poller, poller.watch(np.handle_read(a)) as events:
+    async with Poller(poller_config) as poller, poller.watch(np.handle_read(a)) as events:
         b.send(b"x")
         while not poller.statistics().events_delivered:
             await trio.sleep(0)

@@ -16,14 +16,11 @@ Design notes
   closing, and closing delivers EPOLLCLOSED to every registration instead. So no record is
   ever silently dropped (the Go package's wait loop returned early and dropped the rest of
   the batch without telling anyone).
-* The events buffer starts at 1024 records and doubles, up to 32768, whenever a wait fills
-  it: a burst on many connections is drained in few wake-ups, and an idle poller with few
-  connections keeps a small buffer. ``maxevents`` is always passed explicitly because
-  CPython's default is FD_SETSIZE - 1.
-* Temporary errors (EINTR, EAGAIN, EMFILE, ENFILE, ETIMEDOUT) are retried; EINTR at once,
-  the others after a millisecond so that an error that persists cannot spin a core. Any
-  other error ends the loop and is handed to ``on_exit``: the owner then closes itself, so
-  the instance is never half-alive.
+* Collecting a batch -- the events buffer that doubles, temporary errors retried, the
+  wake-up count that stamps each batch with its epoch, closing the epoll object -- is
+  :class:`~._collector.Collector`'s, shared with the threadless mode. Here a fatal wait
+  error ends the loop and is handed to ``on_exit``: the owner then closes itself, so the
+  instance is never half-alive.
 * If the wake-up write fails, a second, independent wake-up is used: the write end of a
   fresh pipe is registered for EPOLLOUT, which is ready at once. Both ends are closed with
   the rest, so a failed wake-up neither hangs ``close()`` nor leaks an fd.
@@ -31,23 +28,18 @@ Design notes
 
 from __future__ import annotations
 
-import errno
 import os
 import select
 import threading
-import time
 from collections.abc import Callable
 
-from ._syscalls import TEMPORARY_ERRNOS, Syscalls, create_epoll, create_wake_fd
+from ._collector import Collector, Records
+from ._syscalls import Syscalls, create_wake_fd
 
-__all__ = ["INITIAL_EVENTS", "MAX_EVENTS", "WaitThread"]
-
-INITIAL_EVENTS = 1024
-MAX_EVENTS = 32768
-_RETRY_PAUSE = 0.001
+__all__ = ["WaitThread"]
 
 #: ``on_batch(records) -> keep_going``; runs on the wait thread.
-BatchSink = Callable[[list[tuple[int, int]]], bool]
+BatchSink = Callable[[Records], bool]
 #: ``on_exit(error)``; runs on the wait thread as its last act. ``error`` is the fatal
 #: wait error (or an exception that escaped ``on_batch``), None after a requested stop.
 ExitHook = Callable[[BaseException | None], None]
@@ -58,13 +50,14 @@ class WaitThread:
 
     Creating it creates the epoll fd and the eventfd (both close-on-exec); :meth:`start`
     starts the thread; :meth:`request_stop`, :meth:`join` and :meth:`close_fds` take it
-    down, in that order. ``wakeups`` counts returns from ``epoll_wait``.
+    down, in that order. ``collector.wakeups`` is the epoch of the batch being handed
+    over.
     """
 
     def __init__(self, syscalls: Syscalls) -> None:
         self.syscalls = syscalls
-        self.wakeups = 0
-        self.epoll = create_epoll()
+        self.collector = collector = Collector(syscalls)
+        self.epoll = collector.epoll
         try:
             self.wake_fd = create_wake_fd()
         except BaseException:
@@ -162,13 +155,12 @@ class WaitThread:
             except BaseException as exc:
                 interrupted = interrupted or exc
         try:
-            self.syscalls.close_epoll(self.epoll)
-        except OSError as err:
-            errors.append(err)
+            error = self.collector.close()
         except BaseException as exc:
             interrupted = interrupted or exc
-        finally:
-            self.epoll.close()
+        else:
+            if error is not None:
+                errors.append(error)
         if interrupted is not None:
             raise interrupted
         return errors[0] if errors else None
@@ -183,25 +175,14 @@ class WaitThread:
             on_exit(error)
 
     def _loop(self, on_batch: BatchSink) -> OSError | None:
-        wait = self.syscalls.wait
-        epoll = self.epoll
-        maxevents = INITIAL_EVENTS
+        collect = self.collector.collect
         while not self._stopping:
             try:
-                records = wait(epoll, maxevents, -1)
+                records = collect(-1)
             except OSError as err:
-                if self._stopping:
-                    return None
-                if err.errno not in TEMPORARY_ERRNOS:
-                    return err
-                if err.errno != errno.EINTR:
-                    time.sleep(_RETRY_PAUSE)
-                continue
-            self.wakeups += 1
-            if self._stopping:
-                return None
-            if len(records) >= maxevents and maxevents < MAX_EVENTS:
-                maxevents *= 2
+                return None if self._stopping else err
+            if records is None or self._stopping:
+                continue  # a temporary error (retried), or the loop ends
             if records and not on_batch(records):
                 return None
         return None
