@@ -29,6 +29,10 @@ Design notes
   edge-triggered nor one-shot is armed one-shot in the kernel and re-armed when its
   consumer is ready for more, so a socket that stays readable while
   its consumer is busy is reported once, not once per wake-up.
+* **Edges, where there are none.** In the portable mode (:mod:`._portable`) the source
+  only sees readiness (``edges`` false): a stream registration then arms an
+  edge-triggered desc one-shot as well and re-arms it the same way, which is how that
+  mode emulates edge-triggering for tasks.
 """
 
 from __future__ import annotations
@@ -136,11 +140,12 @@ class WatchRegistration(Registration):
     busy consumer does not make the wait thread spin.
     """
 
-    __slots__ = ("active", "closed", "lot", "pending", "rearm", "taken")
+    __slots__ = ("active", "closed", "edges", "lot", "pending", "rearm", "taken")
 
-    def __init__(self, desc: Desc, epoch: int, lot: ParkingLotLike) -> None:
+    def __init__(self, desc: Desc, epoch: int, lot: ParkingLotLike, *, edges: bool = True) -> None:
         super().__init__(desc, epoch)
-        self.rearm = _needs_rearm(desc.event)
+        self.edges = edges
+        self.rearm = _needs_rearm(desc.event, edges)
         self.lot = lot
         self.pending = 0
         self.active = True
@@ -153,7 +158,7 @@ class WatchRegistration(Registration):
 
     def set_event(self, event: Event) -> None:
         self.desc._event = event
-        self.rearm = _needs_rearm(event)
+        self.rearm = _needs_rearm(event, self.edges)
 
     def rearm_due(self) -> bool:
         """The consumer asks for the next event: True if the kernel must be re-armed now
@@ -192,10 +197,18 @@ class WatchRegistration(Registration):
         self.lot.unpark_all()
 
 
-def _needs_rearm(event: Event) -> bool:
-    """A stream registration is armed one-shot in the kernel unless edge-triggered only."""
+def _needs_rearm(event: Event, edges: bool) -> bool:
+    """A stream registration is armed one-shot in the kernel unless edge-triggered only
+    (and the source reports edges)."""
     value = event._value_
-    return not (value & _EDGE_TRIGGERED and not value & _ONE_SHOT)
+    return not (edges and value & _EDGE_TRIGGERED and not value & _ONE_SHOT)
+
+
+def _level(event: Event, edges: bool) -> bool:
+    """A shared-stream registration re-armed when taken: neither one-shot (re-armed by the
+    user) nor edge-triggered (unless the source reports no edges)."""
+    value = event._value_
+    return not value & _ONE_SHOT and not (edges and value & _EDGE_TRIGGERED)
 
 
 # SharedRegistration.state bits (one small int instead of three slots).
@@ -212,11 +225,10 @@ class SharedRegistration(Registration):
     __slots__ = ("pending", "queue", "state")
 
     def __init__(self, desc: Desc, epoch: int, queue: SharedQueue) -> None:
-        level = not desc.event._value_ & (_EDGE_TRIGGERED | _ONE_SHOT)
         super().__init__(desc, epoch)
         self.queue = queue
         self.pending = 0
-        self.state = REARM if level else 0
+        self.state = REARM if _level(desc.event, queue.edges) else 0
 
     @property
     def interest(self) -> int:
@@ -224,7 +236,7 @@ class SharedRegistration(Registration):
 
     def set_event(self, event: Event) -> None:
         self.desc._event = event
-        level = not event._value_ & (_EDGE_TRIGGERED | _ONE_SHOT)
+        level = _level(event, self.queue.edges)
         self.state = (self.state | REARM) if level else (self.state & ~REARM)
 
     def deliver(self, mask: int) -> None:
@@ -270,16 +282,18 @@ class SharedQueue:
     live queued registrations.
 
     ``rearm(reg)`` re-arms a level-triggered registration in the kernel when a worker
-    takes it; the poller sets it (and ``lot``) when it opens.
+    takes it; the poller sets it (and ``lot``, and ``edges``: whether its source reports
+    edges) when it opens.
     """
 
-    __slots__ = ("closed", "dead", "lot", "ready", "rearm")
+    __slots__ = ("closed", "dead", "edges", "lot", "ready", "rearm")
 
     def __init__(self) -> None:
         self.ready: deque[SharedRegistration] = deque()
         self.lot: ParkingLotLike = _Unopened()
         self.dead = 0
         self.closed = False
+        self.edges = True
         self.rearm: Callable[[SharedRegistration], object] = _no_rearm
 
     def push(self, reg: SharedRegistration) -> None:

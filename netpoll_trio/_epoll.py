@@ -96,6 +96,7 @@ class _Entry:
 class Epoll:
     """An epoll instance whose wait loop runs in a dedicated thread (Go's ``Epoll``).
 
+    Linux-only: it *is* epoll (elsewhere, use :class:`Poller`, which has a portable mode).
     Callbacks get the raw :class:`EpollEvent` mask and run on the wait thread, one batch at
     a time; an :class:`Exception` from a callback is logged and the loop goes on. A
     :class:`BaseException` that is not an ``Exception`` (``SystemExit``,
@@ -110,7 +111,7 @@ class Epoll:
         config: options; see :class:`EpollConfig`.
 
     Raises:
-        NetpollError: the platform has no epoll.
+        NetpollError: the platform has no epoll (Linux-only).
         OSError: the kernel refused to create the epoll fd or the eventfd.
     """
 

@@ -119,9 +119,16 @@ def kernel_error(err: OSError, fd: int, action: str) -> OSError:
     return new
 
 
-def unsupported_platform() -> NetpollError:
-    """The error for creating a poller where ``select.epoll`` does not exist."""
+def unsupported_platform(portable_poller: bool = False) -> NetpollError:
+    """The error for needing ``select.epoll`` where it does not exist: the low-level
+    ``Epoll`` (Linux-only), or a Poller told ``Config(portable=False)``."""
+    if portable_poller:
+        return NetpollError(
+            f"Config(portable=False) asks for epoll, which this platform ({sys.platform!r}) "
+            "does not have; leave portable unset (or True) and the Poller runs here in its "
+            "portable mode"
+        )
     return NetpollError(
-        f"netpoll_trio needs epoll, which this platform ({sys.platform!r}) does not have; "
-        "only Linux is supported"
+        f"the low-level Epoll is Linux-only: it needs epoll, which this platform "
+        f"({sys.platform!r}) does not have; the Poller runs here in its portable mode"
     )

@@ -56,7 +56,7 @@ from ._errors import (
     unsupported_platform,
 )
 from ._flags import Event, event_from_mask
-from ._sources import UNOPENED, BatchSource, LoopSource, ThreadSource
+from ._sources import UNOPENED, BatchSource, LoopSource, PortableSource, ThreadSource
 from ._syscalls import Syscalls
 
 if sys.version_info < (3, 11):  # pragma: no cover - the backport trio also depends on
@@ -88,11 +88,27 @@ class Config:
             waits for the epoll fd to become readable and drains it -- lower latency and
             no thread hop, but delivery waits whenever the loop is busy. Same behaviour
             and guarantees either way; see the docs' "Choosing a mode".
+        portable: True: no epoll; the event loop watches each registered fd itself
+            (asyncio's ``add_reader``/``add_writer``, trio's ``wait_readable``/
+            ``wait_writable``), so the poller runs wherever trio or asyncio run (macOS,
+            BSD). Edge-triggered descs may be reported again while still ready, and
+            events carry READ or WRITE only (no HUP/ERR detail); ``wait_thread`` and
+            ``syscalls`` are not used. None (the default): portable exactly where the
+            platform has no epoll. See the docs' "Portable mode".
     """
 
     on_wait_error: Callable[[OSError], object] | None = None
     syscalls: Syscalls = field(default_factory=Syscalls)
     wait_thread: bool = True
+    portable: bool | None = None
+
+    @property
+    def uses_portable_mode(self) -> bool:
+        """Whether a poller with this config runs in the portable mode (``portable``, or
+        None on a platform without epoll)."""
+        if self.portable is None:
+            return not hasattr(select, "epoll")
+        return self.portable
 
 
 @dataclass(frozen=True)
@@ -138,13 +154,14 @@ class Poller:
         config: options; see :class:`Config`.
 
     Raises:
-        NetpollError: the platform has no epoll.
+        NetpollError: ``Config(portable=False)`` on a platform without epoll.
     """
 
     def __init__(self, config: Config | None = None) -> None:
-        if not hasattr(select, "epoll"):
-            raise unsupported_platform()
         self._config = config if config is not None else Config()
+        self._portable = self._config.uses_portable_mode
+        if not self._portable and not hasattr(select, "epoll"):
+            raise unsupported_platform(portable_poller=True)
         self._state = _NEW
         self._dispatcher = Dispatcher(self._fail)
         self._error: BaseException | None = None
@@ -170,12 +187,17 @@ class Poller:
         if self._state is not _NEW:  # closed by aclose() during the checkpoint
             raise ClosedError()
         self._backend = backend
-        kind = ThreadSource if self._config.wait_thread else LoopSource
+        kind: Callable[..., BatchSource]
+        if self._portable:
+            kind = PortableSource
+        else:
+            kind = ThreadSource if self._config.wait_thread else LoopSource
         source = kind(self._config.syscalls, backend, self._deliver, self._on_wait_died)
         self._source = source
         shared = self._shared
         shared.lot = backend.parking_lot()
         shared.rearm = self._rearm_quietly
+        shared.edges = not self._portable
         self._thread_id = threading.get_ident()
         self._state = _OPEN
         self._source.start()
@@ -320,7 +342,7 @@ class Poller:
             if blocking:
                 set_non_blocking(fd)
         try:
-            self._source.epoll.register(fd, reg.interest)
+            self._source.interest_list.register(fd, reg.interest)
         except FileExistsError:
             holder = f" by {old.desc!r}" if old is not None else ""
             raise RegisteredError(
@@ -359,7 +381,7 @@ class Poller:
         del self._dispatcher.regs[fd]
         reg.end()
         try:
-            self._source.epoll.unregister(fd)
+            self._source.interest_list.unregister(fd)
         except OSError as err:
             if err.errno not in FORGOTTEN_ERRNOS:
                 raise kernel_error(err, fd, "removing it from epoll") from None
@@ -367,7 +389,7 @@ class Poller:
     def _rearm(self, reg: Registration, *, quietly: bool = False) -> None:
         fd = reg.desc.fileno()
         try:
-            self._source.epoll.modify(fd, reg.interest)
+            self._source.interest_list.modify(fd, reg.interest)
         except OSError as err:
             if not (quietly and err.errno in FORGOTTEN_ERRNOS):
                 raise kernel_error(err, fd, "re-arming it in epoll") from None
@@ -475,7 +497,7 @@ class Poller:
         previous = desc._event
         reg.set_event(event)
         try:
-            self._source.epoll.modify(desc._fd, reg.interest)
+            self._source.interest_list.modify(desc._fd, reg.interest)
         except OSError as err:
             reg.set_event(previous)
             raise kernel_error(err, desc._fd, "modifying its epoll events") from None
@@ -651,7 +673,9 @@ class EventStream:
         await backend.checkpoint()
         poller._check_open()  # the poller may have closed during the checkpoint
         desc = self._desc
-        reg = WatchRegistration(desc, poller._epoch(desc), backend.waiter())
+        reg = WatchRegistration(
+            desc, poller._epoch(desc), backend.waiter(), edges=not poller._portable
+        )
         poller._register(reg)
         self._reg = reg
         return self

@@ -1,11 +1,13 @@
-"""Where a Poller's batches come from: a wait thread (the default) or the host loop itself.
+"""Where a Poller's batches come from: a wait thread (the default), the host loop waiting
+for the epoll fd, or -- in the portable mode -- the host loop watching every fd itself.
 
-Both sources own the poller's epoll object through a :class:`~._collector.Collector`
-(which collects every batch, the same way in both modes) and call the poller back on the
-event-loop thread with ``deliver(records, epoch)`` -- a batch and the collector's wake-up
-count at which it was collected -- or ``died(error)`` when ``epoll_wait`` fails for good.
-The dispatcher behind ``deliver`` is the same in both modes; only where ``collect`` runs
-differs.
+Each source holds the poller's *interest list* (``register``/``modify``/``unregister``
+with epoll masks): an epoll object, behind a :class:`~._collector.Collector` that
+collects every batch the same way in the first two modes, or its emulation on the host
+loop (:class:`~._portable.LoopInterestList`). Each calls the poller back on the
+event-loop thread with ``deliver(records, epoch)`` -- a batch and the wake-up count at
+which it was collected -- or ``died(error)`` when ``epoll_wait`` fails for good. The
+dispatcher behind ``deliver`` is the same in every mode.
 
 :class:`ThreadSource` (``Config(wait_thread=True)``, the default)
     A :class:`~._wait_thread.WaitThread` blocks in ``epoll_wait`` and hands each batch over
@@ -25,6 +27,10 @@ differs.
     ``wait_readable``) and the source drains it with a zero-timeout ``epoll_wait`` on the
     loop thread. No hop, no GIL hand-over, no cross-thread race; but a loop busy with CPU
     work delays delivery, where the thread would at least have collected the batch.
+
+:class:`PortableSource` (``Config(portable=True)``; the default where epoll is missing)
+    No epoll at all: the host loop watches each registered fd (see :mod:`._portable`)
+    and each readiness it reports is delivered at once, as a batch of one record.
 """
 
 from __future__ import annotations
@@ -33,13 +39,23 @@ import contextlib
 import errno
 import threading
 from collections.abc import Callable
+from typing import Protocol
 
-from ._backends import Backend
+from ._backends import Backend, FdWatcherLike
 from ._collector import Collector, Records
-from ._syscalls import EpollObject, Syscalls
+from ._portable import LoopInterestList
+from ._syscalls import Syscalls
 from ._wait_thread import WaitThread
 
-__all__ = ["PATIENCE", "UNOPENED", "BatchSource", "LoopSource", "ThreadSource"]
+__all__ = [
+    "PATIENCE",
+    "UNOPENED",
+    "BatchSource",
+    "InterestList",
+    "LoopSource",
+    "PortableSource",
+    "ThreadSource",
+]
 
 #: Longest wait, once a batch is delivered, for the loop to run out of work before the
 #: wait thread polls again anyway.
@@ -51,10 +67,21 @@ Deliver = Callable[[Records, int], None]
 Died = Callable[[BaseException], None]
 
 
+class InterestList(Protocol):
+    """What the poller registers fds with: ``select.epoll``'s own methods, or their
+    emulation on the host loop (:class:`~._portable.LoopInterestList`)."""
+
+    def register(self, fd: int, eventmask: int, /) -> None: ...
+
+    def modify(self, fd: int, eventmask: int, /) -> None: ...
+
+    def unregister(self, fd: int, /) -> None: ...
+
+
 class BatchSource:
     """What the poller needs from a source of batches (see the module docstring)."""
 
-    epoll: EpollObject
+    interest_list: InterestList
     collector: Collector
 
     @property
@@ -99,7 +126,7 @@ class ThreadSource(BatchSource):
     def __init__(self, syscalls: Syscalls, backend: Backend, deliver: Deliver, died: Died):
         self._waiter = WaitThread(syscalls)
         self.collector = self._waiter.collector
-        self.epoll = self.collector.epoll
+        self.interest_list = self.collector.epoll
         self._backend = backend
         self._deliver = deliver
         self._died = died
@@ -210,14 +237,15 @@ class LoopSource(BatchSource):
 
     def __init__(self, syscalls: Syscalls, backend: Backend, deliver: Deliver, died: Died):
         self.collector = Collector(syscalls)
-        self.epoll = self.collector.epoll
+        self.epoll = self.interest_list = self.collector.epoll
         self._backend = backend
         self._deliver = deliver
         self._died = died
-        self._cancel: Callable[[], None] | None = None
+        self._watcher: FdWatcherLike | None = None
 
     def start(self) -> None:
-        self._cancel = self._backend.watch_fd(self.epoll.fileno(), self._ready)
+        # A failing wait for the epoll fd is left to epoll_wait itself to report.
+        self._watcher = self._backend.watch_fd(self.epoll.fileno(), self._ready, self._ready_anyway)
 
     def _ready(self) -> None:
         """The epoll fd is readable: drain it without blocking. Never raises: this runs
@@ -235,8 +263,41 @@ class LoopSource(BatchSource):
         if records:  # None: a temporary error, retried when the fd is next seen readable
             self._deliver(records, collector.wakeups)
 
+    def _ready_anyway(self, error: BaseException) -> None:
+        self._ready()
+
     def stop(self) -> OSError | None:
-        if self._cancel is not None:
-            self._cancel()  # before closing: the loop must forget the fd first
-            self._cancel = None
+        if self._watcher is not None:
+            self._watcher.cancel()  # before closing: the loop must forget the fd first
+            self._watcher = None
         return self.collector.close()
+
+
+class PortableSource(BatchSource):
+    """Readiness from the host loop, fd by fd, each delivered at once as a batch of one.
+
+    ``wakeups`` counts the reports (the epoch of each is the count after it, so every
+    registration made before a report is older than it). Nothing can fail for good here:
+    there is no ``epoll_wait``, and the ``Syscalls`` seam is not used.
+    """
+
+    def __init__(self, syscalls: Syscalls, backend: Backend, deliver: Deliver, died: Died):
+        backend.check_watch_fd()
+        self._deliver = deliver
+        self._watches = self.interest_list = LoopInterestList(backend, self._report)
+        self.reports = 0
+
+    @property
+    def wakeups(self) -> int:
+        return self.reports
+
+    def start(self) -> None:
+        pass  # each fd is watched from its register() on
+
+    def _report(self, fd: int, mask: int) -> None:
+        self.reports += 1
+        self._deliver([(fd, mask)], self.reports)
+
+    def stop(self) -> OSError | None:
+        self._watches.close()
+        return None

@@ -7,6 +7,8 @@ drift apart: the poller relies on exactly what is asserted here.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import socket
 import threading
 from typing import Any
@@ -14,6 +16,7 @@ from typing import Any
 import anyio
 import pytest
 import sniffio
+from sniffio import current_async_library
 
 from netpoll_trio._backends import Backend, ParkingLotLike, current_backend
 
@@ -223,7 +226,7 @@ async def test_watch_fd_calls_back_while_readable_until_cancelled(
         a.recv(1)  # consume it: level-triggered readiness
         readable.set()
 
-    cancel = backend.watch_fd(a.fileno(), callback)
+    watcher = backend.watch_fd(a.fileno(), callback, _no_error)
     try:
         b.send(b"x")
         with anyio.fail_after(10):
@@ -235,11 +238,135 @@ async def test_watch_fd_calls_back_while_readable_until_cancelled(
             await readable.wait()
         assert calls == [loop_thread, loop_thread]
     finally:
-        cancel()
+        watcher.cancel()
     b.send(b"z")
-    for _ in range(10):  # the loop polls between these: the fd is readable, nobody watches
-        await anyio.lowlevel.checkpoint()
+    await _loop_passes()  # the fd is readable, nobody watches
     assert len(calls) == 2
+
+
+async def _loop_passes() -> None:
+    """Let the loop poll for I/O a few times (a checkpoint polls without waiting)."""
+    for _ in range(10):
+        await anyio.lowlevel.checkpoint()
+
+
+def _no_error(error: BaseException) -> None:
+    raise AssertionError(f"on_error called: {error!r}")
+
+
+async def test_watch_fd_writable_and_paused_by_its_callback_until_resumed(
+    anyio_backend: Any, sockpair: tuple[socket.socket, socket.socket]
+) -> None:
+    a, _ = sockpair
+    backend = current_backend()
+    calls = 0
+    called = anyio.Event()
+
+    def callback() -> bool:
+        nonlocal calls
+        calls += 1
+        called.set()
+        return False  # pause: the socket stays writable, yet no call comes
+
+    watcher = backend.watch_fd(a.fileno(), callback, _no_error, writable=True)
+    try:
+        with anyio.fail_after(10):
+            await called.wait()
+        await _loop_passes()
+        assert calls == 1
+        called = anyio.Event()
+        watcher.resume()
+        with anyio.fail_after(10):
+            await called.wait()
+        await _loop_passes()
+        assert calls == 2
+    finally:
+        watcher.cancel()
+
+
+async def test_watch_fd_cancel_after_readiness_was_seen_calls_nothing(
+    anyio_backend: Any, sockpair: tuple[socket.socket, socket.socket]
+) -> None:
+    """The stop guarantee the portable mode builds on: readiness the loop has already
+    seen (trio: the task is woken; asyncio: the handle is queued) is not delivered once
+    cancel() returned."""
+    (a, b), (c, d) = sockpair, socket.socketpair()
+    calls: list[str] = []
+    seen = anyio.Event()
+    backend = current_backend()
+    watchers: dict[str, Any] = {}
+
+    def first() -> None:  # runs in the same loop pass as second's readiness
+        calls.append("first")
+        a.recv(1)
+        watchers["second"].cancel()
+        seen.set()
+
+    def second() -> None:
+        calls.append("second")
+        c.recv(1)
+        watchers["first"].cancel()
+        seen.set()
+
+    try:
+        watchers["first"] = backend.watch_fd(a.fileno(), first, _no_error)
+        watchers["second"] = backend.watch_fd(c.fileno(), second, _no_error)
+        await _loop_passes()
+        b.send(b"x")
+        d.send(b"x")
+        with anyio.fail_after(10):
+            await seen.wait()
+        await _loop_passes()
+        assert len(calls) == 1  # whichever ran first cancelled the other
+    finally:
+        for watcher in watchers.values():
+            watcher.cancel()
+        c.close()
+        d.close()
+
+
+async def test_watch_fd_of_a_bad_fd_is_refused_or_reported_once(anyio_backend: Any) -> None:
+    r, w = os.pipe()
+    os.close(r)
+    os.close(w)
+    backend = current_backend()
+    errors: list[BaseException] = []
+    reported = anyio.Event()
+
+    def on_error(error: BaseException) -> None:
+        errors.append(error)
+        reported.set()
+
+    try:
+        watcher = backend.watch_fd(r, _never, on_error)
+    except OSError:  # asyncio: refused at once
+        assert current_async_library() == "asyncio"
+        return
+    with anyio.fail_after(10):  # trio: when its task first waits
+        await reported.wait()
+    await _loop_passes()
+    assert len(errors) == 1
+    assert isinstance(errors[0], OSError)
+    watcher.cancel()
+
+
+def _never() -> None:
+    raise AssertionError("called back for a closed fd")
+
+
+def test_an_asyncio_loop_without_add_reader_is_refused_naming_the_fix() -> None:
+    class NoReaders(asyncio.SelectorEventLoop):
+        add_reader = asyncio.BaseEventLoop.add_reader  # what the proactor loop has
+
+    async def main() -> None:
+        with pytest.raises(RuntimeError, match=r"NoReaders.*selector loop"):
+            current_backend().check_watch_fd()
+
+    loop = NoReaders()
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
 
 
 # ----------------------------------------------------------------- idle hook

@@ -18,7 +18,7 @@ import trio.abc
 import netpoll_trio as np
 from netpoll_trio import ClosedError, Config, EpollEvent, Event, NotRegisteredError, Poller
 
-from .conftest import drain
+from .conftest import drain, exact_edges
 from .test_poller import Signal, round_trip
 
 pytestmark = [pytest.mark.anyio]
@@ -89,15 +89,20 @@ async def test_receive_batch_takes_up_to_max_items_never_empty(
 ) -> None:
     pairs = [make_pair() for _ in range(10)]
     async with Poller(poller_config) as poller:
-        descs = [np.handle_read(a) for a, _ in pairs]
+        descs = [np.handle_read(a, data=a) for a, _ in pairs]
         for desc in descs:
             poller.start(desc)
         for _, b in pairs:
             b.send(b"x")
         await wait_ready(poller, 10)
         first = await poller.receive_batch(4)
+        for desc, _ in first:  # consumed, as a worker would (else reported again, portably)
+            drain(desc.data)  # type: ignore[arg-type]  # a socket: we put it there
         rest = await poller.receive_batch()
-        assert [d for d, _ in first + rest] == descs
+        if exact_edges(poller_config):
+            assert [d for d, _ in first + rest] == descs
+        else:  # the host loop reports ready fds in its own order (trio: any order)
+            assert sorted(d.fileno() for d, _ in first + rest) == sorted(d.fileno() for d in descs)
         assert {ev for _, ev in first + rest} == {READ}
         assert len(first) == 4
         with anyio.move_on_after(0) as scope:  # nothing ready: it waits, never returns []
@@ -423,7 +428,9 @@ async def test_modify_adds_write_interest_to_a_callback(
         poller.modify(desc, READ | WRITE | ET)
         assert desc.event == READ | WRITE | ET
         await step.wait()
-        assert got == [WRITE]  # the socket is writable: the new interest reports it
+        # The socket is writable: the new interest reports it (portably: each loop pass
+        # while it stays writable, as for a level-triggered desc).
+        assert got == [WRITE] if exact_edges(poller_config) else set(got) == {WRITE}
         poller.modify(desc, READ | ET)
         b.send(b"x")
         await step.wait()
@@ -442,7 +449,14 @@ async def test_modify_keeps_the_route_and_pending_events_of_streams(
         await round_trip(poller, probe)
         poller.modify(desc, READ | WRITE | ET)  # READ is still queued: not lost
         await round_trip(poller, probe)
-        assert await poller.receive_batch() == [(desc, READ | WRITE)]
+        if exact_edges(poller_config):
+            assert await poller.receive_batch() == [(desc, READ | WRITE)]
+        else:  # one record per direction: the second one may come after the first is taken
+            got = Event(0)
+            while got != READ | WRITE:
+                [(taken, event)] = await poller.receive_batch()
+                assert taken is desc
+                got |= event
         poller.stop(desc)
         async with poller.watch(desc) as events:
             b.send(b"y")

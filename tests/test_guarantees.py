@@ -220,6 +220,7 @@ def _failing_wait(fail: threading.Event) -> Syscalls:
     return Syscalls(wait=wait)
 
 
+@pytest.mark.epoll_only("no epoll_wait to die in the portable mode")
 async def test_dead_wait_loop_propagates_out_of_the_block(
     make_pair: Any, poller_config: Config
 ) -> None:
@@ -236,6 +237,7 @@ async def test_dead_wait_loop_propagates_out_of_the_block(
     assert got == [CLOSED]
 
 
+@pytest.mark.epoll_only("no epoll_wait to die in the portable mode")
 async def test_dead_wait_loop_with_on_wait_error(make_pair: Any, poller_config: Config) -> None:
     a, b = make_pair()
     fail = threading.Event()
@@ -258,6 +260,7 @@ async def test_dead_wait_loop_with_on_wait_error(make_pair: Any, poller_config: 
     assert errors[0].errno == errno.EIO
 
 
+@pytest.mark.epoll_only("no epoll_wait to fail in the portable mode")
 async def test_temporary_wait_errors_are_retried(make_pair: Any, poller_config: Config) -> None:
     a, b = make_pair()
     pending = [errno.EINTR, errno.EAGAIN, errno.EMFILE]

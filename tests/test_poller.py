@@ -45,16 +45,21 @@ async def round_trip(poller: Poller, probe: tuple[socket.socket, socket.socket])
     a, b = probe
     got = Signal()
     desc = np.handle_read(a)
-    poller.start(desc, lambda ev: got.set())
+
+    def consume(event: Event) -> None:
+        drain(a)  # in the callback, as edge-triggered code must (the portable mode would
+        got.set()  # report it again, each loop pass, until it is drained)
+
+    poller.start(desc, consume)
     b.send(b"p")
     await got.wait()
     poller.stop(desc)
-    drain(a)
 
 
 # ----------------------------------------------------------------- Go's tests
 
 
+@pytest.mark.epoll_only("Go's test checks the exact HUP bits, which the portable mode cannot see")
 async def test_go_read_once(
     sockpair: tuple[socket.socket, socket.socket], poller_config: Config
 ) -> None:
@@ -83,6 +88,7 @@ async def test_go_read_once(
     assert bytes(received) == b"hello"
 
 
+@pytest.mark.epoll_only("Go's test checks the exact HUP bits, which the portable mode cannot see")
 async def test_go_write_once(make_pair: Any, poller_config: Config) -> None:
     a, b = make_pair()
     probe = make_pair()
@@ -454,7 +460,7 @@ async def test_statistics_is_immutable_and_counts(
     async with Poller(poller_config) as poller:
         before = poller.statistics()
         assert (before.registered, before.events_delivered, before.batches) == (0, 0, 0)
-        poller.start(np.handle_read(a), lambda ev: step.set())
+        poller.start(np.handle_read(a), lambda ev: (drain(a), step.set()))
         b.send(b"x")
         await step.wait()
         after = poller.statistics()

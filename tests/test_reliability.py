@@ -129,6 +129,7 @@ async def test_fatal_wait_error_is_reported_when_the_block_exits_first(
 # ----------------------------------------------------------------- 3. non-OSError wait
 
 
+@pytest.mark.epoll_only("no epoll_wait to fail in the portable mode")
 @pytest.mark.anyio
 async def test_non_oserror_from_the_wait_propagates_out_of_the_block(
     make_pair: Any, poller_config: Config
@@ -260,6 +261,9 @@ def test_asyncio_loop_closed_with_a_batch_handed_to_it_frees_thread_and_fds(
 # ----------------------------------------------------------------- 8. Ctrl-C while closing
 
 
+@pytest.mark.epoll_only(
+    "interrupts closing through the Syscalls seam, which the portable mode does not use"
+)
 @pytest.mark.anyio
 async def test_interrupt_while_closing_still_closes_every_fd_and_notifies(
     make_pair: Any,
@@ -464,6 +468,7 @@ def test_epoll_event_where_an_event_belongs_is_refused(
 # ----------------------------------------------------------------- decided and documented
 
 
+@pytest.mark.epoll_only("about epoll watching a closed fd's file through its dup (Q6 of epoll(7))")
 @pytest.mark.anyio
 async def test_dup_ed_socket_closed_without_stop_is_detected_and_reported(
     caplog: pytest.LogCaptureFixture,

@@ -165,14 +165,14 @@ async def test_a_source_delivers_batches_on_the_loop_thread_with_their_epoch(
 
     source = kind(Syscalls(), current_backend(), deliver, died.append)
     try:
-        source.epoll.register(a.fileno(), IN | ET)
+        source.interest_list.register(a.fileno(), IN | ET)
         source.start()
         b.send(b"x")
         with anyio.fail_after(10):
             await arrived.wait()
     finally:
         assert source.stop() is None
-    assert source.epoll.closed
+    assert source.collector.epoll.closed
     assert died == []
     assert source.take_unreported() is None
     [(thread, records, epoch, wakeups)] = got
@@ -196,7 +196,7 @@ async def test_a_fatal_wait_error_reaches_the_owner(anyio_backend: Any, kind: An
         if kind is LoopSource:
             # The loop source waits only when the loop sees the epoll fd readable.
             r, w = socket.socketpair()
-            source.epoll.register(r.fileno(), IN)
+            source.interest_list.register(r.fileno(), IN)
             w.send(b"x")
         source.start()
         with anyio.fail_after(10):

@@ -128,8 +128,11 @@ async def run_stress(
     seed: int,
     seconds: float | None = None,
     config: Config | None = None,
+    stale: float = 0.3,
 ) -> dict[str, int]:
-    """Run the scenario; stop after ``total`` messages (or ``seconds``, if given)."""
+    """Run the scenario; stop after ``total`` messages (or ``seconds``, if given).
+
+    ``stale``: the share of finished connections closed without ``stop()``."""
     rng = random.Random(seed)
     driver = Driver(total, seed, seconds)
     conns: dict[int, Conn] = {}
@@ -184,7 +187,7 @@ async def run_stress(
             del conns[conn.id]  # keep memory flat over a long soak
             if conn.desc is not None:
                 by_desc.pop(conn.desc, None)
-                if rng.random() < 0.3:
+                if rng.random() < stale:
                     counters["stale"] += 1  # close without stop(): the entry goes stale
                 elif conn.style != "watch":
                     poller.stop(conn.desc)
@@ -316,7 +319,12 @@ async def run_stress(
 async def test_stress_every_message_read_once_in_order(
     anyio_backend: Any, poller_config: Config
 ) -> None:
-    totals = await run_stress(MESSAGES, CONNECTIONS, seed=1, config=poller_config)
+    # Under uvloop, the portable mode watches each fd with libuv, which aborts the process
+    # when an fd it was told to watch is closed before its next poll (libuv/libuv#5130:
+    # callers must stop watching first); the docs say so, and it closes nothing stale.
+    uvloop_portable = isinstance(anyio_backend, tuple) and poller_config.uses_portable_mode
+    stale = 0.0 if uvloop_portable else 0.3
+    totals = await run_stress(MESSAGES, CONNECTIONS, seed=1, config=poller_config, stale=stale)
     print(f"\nstress totals: {totals}")
     assert totals["received"] == totals["sent"] == MESSAGES
     assert totals["reopened"] > 0

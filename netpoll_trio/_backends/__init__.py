@@ -4,6 +4,20 @@ Only the poller's side of the package (``_poller``, ``_dispatch``, ``_sources``)
 this; the low-level layer (``_flags``, ``_errors``, ``_desc``, ``_epoll``) never does.
 """
 
-from ._base import Backend, CancelScopeLike, IdleHookLike, ParkingLotLike, current_backend
+from ._base import (
+    Backend,
+    CancelScopeLike,
+    FdWatcherLike,
+    IdleHookLike,
+    ParkingLotLike,
+    current_backend,
+)
 
-__all__ = ["Backend", "CancelScopeLike", "IdleHookLike", "ParkingLotLike", "current_backend"]
+__all__ = [
+    "Backend",
+    "CancelScopeLike",
+    "FdWatcherLike",
+    "IdleHookLike",
+    "ParkingLotLike",
+    "current_backend",
+]

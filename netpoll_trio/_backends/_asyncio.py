@@ -8,6 +8,7 @@ which works in any asyncio task.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable
 
@@ -129,11 +130,86 @@ class Backend:
     def idle_hook(self, fn: Callable[[], object]) -> _IdleHook:
         return _IdleHook(self._loop, fn)
 
-    def watch_fd(self, fd: int, callback: Callable[[], None]) -> Callable[[], None]:
+    def watch_fd(
+        self,
+        fd: int,
+        callback: Callable[[], object],
+        on_error: Callable[[BaseException], None],
+        *,
+        writable: bool = False,
+    ) -> _FdWatcher:
+        # on_error is never called: asyncio refuses a bad fd here, synchronously.
+        return _FdWatcher(self._loop, fd, callback, writable)
+
+    def check_watch_fd(self) -> None:
         loop = self._loop
-        loop.add_reader(fd, _as_asyncio, callback)
+        if type(loop).add_reader is asyncio.BaseEventLoop.add_reader:
+            raise RuntimeError(_NO_READERS.format(loop=type(loop).__name__))
 
-        def cancel() -> None:
-            loop.remove_reader(fd)
 
-        return cancel
+_NO_READERS = (
+    "this asyncio event loop ({loop}) cannot watch file descriptors (it has no "
+    "add_reader, like Windows' ProactorEventLoop), which netpoll_trio's portable mode "
+    "needs: run on a selector loop, e.g. asyncio.run(main(), "
+    "loop_factory=asyncio.SelectorEventLoop) on Python 3.12+, or "
+    "asyncio.set_event_loop_policy(asyncio.WindowsSelectorEventLoopPolicy()) before asyncio.run()"
+)
+
+
+class _FdWatcher:
+    """``add_reader`` (``add_writer``) for one fd.
+
+    Pausing is lazy: the reader stays, and only a readiness that arrives while paused
+    removes it (an ``epoll_ctl`` each way, a new handle, and -- under uvloop -- a window
+    in which a closed fd would abort libuv, all saved when the pause is short, as it is
+    for a busy consumer). :meth:`resume` therefore tells whether readiness seen during the
+    pause may still be queued in this loop pass (True: it was never removed).
+    """
+
+    __slots__ = ("_add", "_callback", "_fd", "_paused", "_remove", "_watching")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        fd: int,
+        callback: Callable[[], object],
+        writable: bool,
+    ) -> None:
+        self._fd = fd
+        self._callback = callback
+        if writable:
+            self._add, self._remove = loop.add_writer, loop.remove_writer
+        else:
+            self._add, self._remove = loop.add_reader, loop.remove_reader
+        self._add(fd, _as_asyncio, self._ready)
+        self._watching = True
+        self._paused = False
+
+    def _ready(self) -> None:
+        if self._paused:
+            self._stop_watching()  # still ready while paused: now the loop must forget it
+        elif self._callback() is False:
+            self._paused = True
+
+    def _stop_watching(self) -> None:
+        if self._watching:
+            self._watching = False
+            # A closed fd is forgotten all the same: the selector drops it even when the
+            # kernel refuses, and raises only afterwards.
+            with contextlib.suppress(OSError, ValueError):
+                self._remove(self._fd)
+
+    def pause(self) -> None:
+        self._paused = True
+
+    def resume(self) -> bool:
+        self._paused = False
+        if self._watching:
+            return True
+        self._add(self._fd, _as_asyncio, self._ready)
+        self._watching = True
+        return False
+
+    def cancel(self) -> None:
+        self._paused = True
+        self._stop_watching()

@@ -19,9 +19,17 @@ What a backend provides:
 * ``waiter()``: the same interface for at most one parked task (a ``watch()`` stream's
   consumer; the stream refuses a second one with BusyResourceError before it parks).
 * ``cancel_scope()``: a cancel scope for the poller's ``async with`` body.
-* ``watch_fd(fd, callback) -> cancel``: call ``callback()`` on the loop thread each time
-  ``fd`` is readable, until ``cancel()`` (used by the threadless mode; ``cancel`` must run
-  before the fd is closed).
+* ``watch_fd(fd, callback, on_error, writable=False) -> watcher``: call ``callback()`` on
+  the loop thread each time ``fd`` is readable (writable), until ``watcher.cancel()``.
+  Once ``cancel()`` returns the loop has forgotten the fd and ``callback`` is not called
+  again, even for readiness already seen; ``cancel`` must run before the fd is closed.
+  ``watcher.pause()`` (or ``callback()`` returning False) stops the calls until
+  ``watcher.resume()``; ``resume()`` returns True if a call for readiness the loop saw
+  *during* the pause may still come (asyncio pauses lazily), False if not (trio). A bad
+  fd is refused at once (asyncio) or, where the watching starts later (trio), reported
+  once to ``on_error`` and no longer watched. Used by the threadless mode (the epoll fd)
+  and the portable mode (every registered fd). ``check_watch_fd()`` raises RuntimeError,
+  naming the fix, if this loop cannot watch fds at all (Windows' proactor loop).
 * ``idle_hook(fn) -> hook``: ``hook.arm()`` (loop thread) asks for ``fn()`` to be called
   once the loop next runs out of work, i.e. is about to wait for I/O; ``hook.close()``
   detaches it. trio tells exactly (an instrument's ``before_io_wait`` with a non-zero
@@ -40,7 +48,14 @@ from typing import Any, Protocol
 
 import sniffio
 
-__all__ = ["Backend", "CancelScopeLike", "IdleHookLike", "ParkingLotLike", "current_backend"]
+__all__ = [
+    "Backend",
+    "CancelScopeLike",
+    "FdWatcherLike",
+    "IdleHookLike",
+    "ParkingLotLike",
+    "current_backend",
+]
 
 
 class ParkingLotLike(Protocol):
@@ -73,6 +88,16 @@ class IdleHookLike(Protocol):
     def close(self) -> None: ...
 
 
+class FdWatcherLike(Protocol):
+    """See ``watch_fd`` in the module docstring."""
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> bool: ...
+
+    def cancel(self) -> None: ...
+
+
 class Backend(Protocol):
     """What the poller needs from its host loop; see the module docstring.
 
@@ -89,7 +114,16 @@ class Backend(Protocol):
 
     def cancel_scope(self) -> CancelScopeLike: ...
 
-    def watch_fd(self, fd: int, callback: Callable[[], None]) -> Callable[[], None]: ...
+    def watch_fd(
+        self,
+        fd: int,
+        callback: Callable[[], object],
+        on_error: Callable[[BaseException], None],
+        *,
+        writable: bool = False,
+    ) -> FdWatcherLike: ...
+
+    def check_watch_fd(self) -> None: ...
 
     def idle_hook(self, fn: Callable[[], object]) -> IdleHookLike: ...
 

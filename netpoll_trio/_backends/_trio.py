@@ -3,7 +3,7 @@
 trio's own primitives, bound once at import: a ``trio.lowlevel.ParkingLot`` for worker
 tasks, ``wait_task_rescheduled`` for the one-task waiter, the run token's
 ``run_sync_soon`` for the hand-off, an instrument for the idle hook and a system task
-for ``watch_fd``.
+per ``watch_fd``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ _current_task = trio.lowlevel.current_task
 _wait_task_rescheduled = trio.lowlevel.wait_task_rescheduled
 _reschedule = trio.lowlevel.reschedule
 _ABORT_SUCCEEDED = trio.lowlevel.Abort.SUCCEEDED
+_wait_readable = trio.lowlevel.wait_readable
+_wait_writable = trio.lowlevel.wait_writable
+_spawn_system_task = trio.lowlevel.spawn_system_task
 
 
 class _Waiter:
@@ -74,6 +77,73 @@ class _IdleHook(trio.abc.Instrument):
             trio.lowlevel.remove_instrument(self)
 
 
+class _FdWatcher:
+    """A system task waiting for one fd in one direction (trio has no reader callbacks;
+    system tasks are trio's own tool for library internals, and neither callback raises,
+    so this one cannot crash the run).
+
+    Paused, it leaves trio's I/O manager and parks until :meth:`resume`, which costs no
+    syscall either way. Its own cancel scope is the only way to stop one waiting task:
+    cancelling it runs trio's abort at once, which takes the fd out of trio's I/O manager
+    before :meth:`cancel` returns.
+    """
+
+    __slots__ = ("_abort", "_paused", "_scope", "_task")
+
+    def __init__(self) -> None:
+        self._scope = trio.CancelScope()
+        self._paused = False
+        self._task: Any = None
+        self._abort: Any = self._aborted
+
+    async def run(
+        self,
+        fd: int,
+        wait: Callable[[int], Awaitable[None]],
+        callback: Callable[[], object],
+        on_error: Callable[[BaseException], None],
+    ) -> None:
+        scope = self._scope
+        with scope:
+            # Checked before each wait: wait_readable touches the fd before it looks at
+            # cancellation, and the fd may be closed by now. Checked after it: a task
+            # woken by readiness may run only after cancel() (or pause()) returned.
+            while not scope.cancel_called:
+                if self._paused:
+                    self._task = _current_task()
+                    await _wait_task_rescheduled(self._abort)
+                    continue
+                try:
+                    await wait(fd)
+                except (OSError, trio.BusyResourceError, trio.ClosedResourceError) as exc:
+                    if not scope.cancel_called:
+                        on_error(exc)
+                    return
+                if scope.cancel_called or self._paused:
+                    continue
+                if callback() is False:
+                    self._paused = True
+
+    def _aborted(self, raise_cancel: Any) -> Any:
+        self._task = None
+        return _ABORT_SUCCEEDED
+
+    def pause(self) -> None:
+        self._paused = True
+
+    def resume(self) -> bool:
+        """Watch again; False: no readiness seen while paused can still be reported."""
+        self._paused = False
+        task = self._task
+        if task is not None:
+            self._task = None
+            _reschedule(task)
+        return False
+
+    def cancel(self) -> None:
+        self._scope.cancel()
+
+
 class Backend:
     """The poller's view of the running trio loop."""
 
@@ -96,32 +166,25 @@ class Backend:
         trio.lowlevel.add_instrument(hook)
         return hook
 
-    def watch_fd(self, fd: int, callback: Callable[[], None]) -> Callable[[], None]:
-        # trio has no reader callbacks: a system task waits (system tasks are trio's own
-        # tool for library internals; ``callback`` never raises, so this one cannot crash
-        # the run).
-        scope = trio.CancelScope()
+    def check_watch_fd(self) -> None:
+        pass  # every trio run loop can wait for an fd
 
-        async def reader() -> None:
-            with scope:
-                # Checked first: wait_readable touches the fd before it looks at
-                # cancellation, and the poller may have closed it before we ever ran.
-                while not scope.cancel_called:
-                    try:
-                        await trio.lowlevel.wait_readable(fd)
-                    except trio.ClosedResourceError:  # notify_closing(): we are done
-                        return
-                    except OSError:
-                        if scope.cancel_called:
-                            return
-                        # Not ours to report here (a system task must not raise): the
-                        # callback's epoll_wait fails the same way and closes the poller.
-                    callback()
-
-        trio.lowlevel.spawn_system_task(reader, name=f"netpoll-reader-{fd}")
-
-        def cancel() -> None:
-            scope.cancel()
-            trio.lowlevel.notify_closing(fd)  # trio forgets the fd before it is closed
-
-        return cancel
+    def watch_fd(
+        self,
+        fd: int,
+        callback: Callable[[], object],
+        on_error: Callable[[BaseException], None],
+        *,
+        writable: bool = False,
+    ) -> _FdWatcher:
+        watcher = _FdWatcher()
+        wait = _wait_writable if writable else _wait_readable
+        _spawn_system_task(
+            watcher.run,
+            fd,
+            wait,
+            callback,
+            on_error,
+            name=f"netpoll-{'writer' if writable else 'reader'}-{fd}",
+        )
+        return watcher

@@ -373,5 +373,38 @@ ARMS: dict[str, Arm] = {
             "netpoll anyio-asyncio callback, no thread",
             _netpoll(_netpoll_callbacks, "asyncio", wait_thread=False),
         ),
+        # The portable mode: Config(portable=True), the host loop watching each fd (what
+        # Poller() runs on macOS and the BSDs), forced here to show its price beside epoll.
+        Arm(
+            "np-trio-callback-pt",
+            "netpoll trio callback, portable",
+            _netpoll(_netpoll_callbacks, "trio", portable=True),
+        ),
+        Arm(
+            "np-trio-batch8-pt",
+            "netpoll trio receive_batch x8, portable",
+            _netpoll(_netpoll_batch, "trio", portable=True),
+        ),
+        Arm(
+            "np-trio-watch-pt",
+            "netpoll trio watch/conn, portable",
+            _netpoll(_netpoll_watch, "trio", portable=True),
+        ),
+        Arm(
+            "np-asyncio-callback-pt",
+            "netpoll anyio-asyncio callback, portable",
+            _netpoll(_netpoll_callbacks, "asyncio", portable=True),
+        ),
+        Arm(
+            "np-asyncio-batch8-pt",
+            "netpoll anyio-asyncio receive_batch x8, portable",
+            _netpoll(_netpoll_batch, "asyncio", portable=True),
+        ),
+        Arm(
+            "np-uvloop-batch8-pt",
+            "netpoll uvloop receive_batch x8, portable",
+            _netpoll(_netpoll_batch, "uvloop", portable=True),
+            requires=("uvloop",),
+        ),
     ]
 }

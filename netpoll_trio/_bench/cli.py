@@ -41,11 +41,14 @@ MAX_CONNECTIONS = 9000  # each needs two fds here; the process limit is often 20
 
 def default_arms() -> list[str]:
     """The few arms that answer "faster and lighter than a task per connection?"."""
-    pool = next(
-        (name for name in ARMS if name.startswith("np-trio-batch") and not name.endswith("-nt")),
-        "np-trio-shared8",
+    arms = (
+        "trio-stream",
+        "trio-tasks",
+        "np-trio-batch8",
+        "np-trio-callback",
+        "np-trio-batch8-pt",  # the portable mode's price, beside the epoll modes
+        "epoll",
     )
-    arms = ("trio-stream", "trio-tasks", pool, "np-trio-callback", "epoll")
     return [name for name in arms if name in ARMS]
 
 
