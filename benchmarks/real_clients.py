@@ -7,6 +7,8 @@ For each protocol (RESP PING through ``redis-benchmark``, HTTP/1.1 keep-alive GE
 * ``wait-readable``  trio ``trio.lowlevel.wait_readable`` per connection
 * ``netpoll``        netpoll_trio, 8 workers on ``receive_batch()``, connection in ``desc.data``
 * ``netpoll-nt``     the same without the wait thread (``Config(wait_thread=False)``)
+* ``netpoll-pt``     the same in the portable mode (``Config(portable=True)``: trio's
+  ``wait_readable`` per connection inside the library, as on macOS)
 
 The server is pinned to one CPU and the client to another (``taskset``); each measurement
 starts a fresh server, waits until its port answers, runs the client bounded in requests
@@ -50,12 +52,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SERVERS = ["stream", "wait-readable", "netpoll", "netpoll-nt"]
+SERVERS = ["stream", "wait-readable", "netpoll", "netpoll-nt", "netpoll-pt"]
 LABELS = {
     "stream": "trio SocketStream per conn",
     "wait-readable": "trio wait_readable per conn",
     "netpoll": "netpoll receive_batch x8",
     "netpoll-nt": "netpoll receive_batch x8, no thread",
+    "netpoll-pt": "netpoll receive_batch x8, portable",
 }
 PROTOCOLS = {"resp": "RESP PING (redis-benchmark -t ping_mbulk)", "http": "HTTP/1.1 GET (wrk)"}
 CLIENTS = {"resp": "redis-benchmark", "http": "wrk"}

@@ -13,6 +13,8 @@ with a small 200, keep-alive) served in one of four styles (``--kind``):
     reached through ``desc.data``, no dictionary.
 ``netpoll-nt``
     the same with ``Config(wait_thread=False)`` (no wait thread).
+``netpoll-pt``
+    the same with ``Config(portable=True)`` (the portable mode, as on macOS).
 
 Prints ``listening on PORT`` once it accepts connections (``--port 0``, the default, picks
 a free port), then serves until killed.
@@ -482,9 +484,9 @@ class Acceptor:
 
 
 async def serve_netpoll(
-    listener: socket.socket, protocol: type[Protocol], wait_thread: bool = True
+    listener: socket.socket, protocol: type[Protocol], config: Config | None = None
 ) -> None:
-    async with Poller(Config(wait_thread=wait_thread)) as poller, trio.open_nursery() as nursery:
+    async with Poller(config) as poller, trio.open_nursery() as nursery:
 
         async def worker() -> None:
             try:
@@ -505,7 +507,12 @@ KINDS = {
     "stream": serve_streams,
     "wait-readable": serve_wait_readable,
     "netpoll": serve_netpoll,
-    "netpoll-nt": lambda listener, protocol: serve_netpoll(listener, protocol, False),
+    "netpoll-nt": lambda listener, protocol: serve_netpoll(
+        listener, protocol, Config(wait_thread=False)
+    ),
+    "netpoll-pt": lambda listener, protocol: serve_netpoll(
+        listener, protocol, Config(portable=True)
+    ),
 }
 
 

@@ -2,8 +2,9 @@
 
 How a batch travels
 -------------------
-A batch source (:mod:`._sources`: a wait thread by default, or the host loop itself with
-``Config(wait_thread=False)``) collects each ``epoll_wait`` batch and calls
+A batch source (:mod:`._sources`: a wait thread by default, the host loop itself with
+``Config(wait_thread=False)``, or the host loop watching every fd in the portable mode)
+collects each ``epoll_wait`` batch (or readiness report) and calls
 :meth:`Poller._deliver` on the loop thread with it and the wake-up count at which it was
 collected. :meth:`Dispatcher.deliver_batch` gives each record to the registration alive
 *now* for its fd (see :mod:`._dispatch` for coalescing and the stop guarantee).
@@ -141,7 +142,9 @@ class Poller:
 
     Use as ``async with Poller() as poller:``. For the block's duration a dedicated thread
     waits in ``epoll_wait`` (or, with ``Config(wait_thread=False)``, the event loop itself
-    waits for the epoll fd) and hands batches of events to the event loop, where they reach
+    waits for the epoll fd; or, in the portable mode -- ``Config(portable=True)``, the
+    default without epoll -- the event loop watches each fd itself) and hands batches of
+    events to the event loop, where they reach
     callbacks (:meth:`start` with a callback), per-connection streams (:meth:`watch`), or
     the poller's own stream that any number of worker tasks iterate
     (``async for desc, event in poller``). Leaving the block (normally, by exception or by

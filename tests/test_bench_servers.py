@@ -73,7 +73,7 @@ def test_http_body_close_and_bad_request() -> None:
     assert bad.closing
 
 
-@pytest.mark.parametrize("kind", ["netpoll", "netpoll-nt"])
+@pytest.mark.parametrize("kind", ["netpoll", "netpoll-nt", "netpoll-pt"])
 @pytest.mark.parametrize("proto", ["resp", "http"])
 def test_netpoll_server_end_to_end(kind: str, proto: str) -> None:
     real_clients.check(kind, proto)
