@@ -72,15 +72,16 @@ def _refuse(code: int) -> OSError:
     return OSError(code, os.strerror(code))
 
 
-def _identity(fd: int) -> tuple[int, int]:
-    """The open file behind ``fd`` (device, inode); raises as epoll_ctl would refuse it."""
+def _identity(fd: int) -> int:
+    """The open file behind ``fd`` (device and inode, as one int: no object for the GC to
+    track); raises as epoll_ctl would refuse it."""
     try:
         st = os.fstat(fd)
     except OSError as err:
         raise _refuse(err.errno or errno.EBADF) from None
     if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
         raise _refuse(errno.EPERM)  # epoll's answer; kqueue would call it always ready
-    return st.st_dev, st.st_ino
+    return st.st_dev << 64 | st.st_ino
 
 
 def _now_ready(fd: int) -> int:
@@ -100,17 +101,34 @@ def _now_ready(fd: int) -> int:
 
 
 class _Watch:
-    """One registered fd: its interest mask, whether it is armed, the loop's watchers."""
+    """One registered fd: its interest mask, whether it is armed, the loop's watchers.
 
-    __slots__ = ("armed", "file", "interest", "reader", "recheck", "writer")
+    Its bound methods are the loop's callbacks (fewer objects per fd than closures: at
+    10k fds every object counts, in memory and in each full GC pass)."""
 
-    def __init__(self, file: tuple[int, int]) -> None:
+    __slots__ = ("armed", "fd", "file", "interest", "owner", "reader", "recheck", "writer")
+
+    def __init__(self, owner: LoopInterestList, fd: int, file: int) -> None:
+        self.owner = owner
+        self.fd = fd
         self.file = file
         self.interest = 0
         self.armed = True
         self.recheck = False  # a report may be stale: check the fd before believing it
         self.reader: FdWatcherLike | None = None
         self.writer: FdWatcherLike | None = None
+
+    def readable(self) -> bool:
+        return self.owner._ready(self.fd, self, _IN)
+
+    def writable(self) -> bool:
+        return self.owner._ready(self.fd, self, _OUT)
+
+    def cannot_read(self, error: BaseException) -> None:
+        self.owner._failed(self.fd, self, error, "reading")
+
+    def cannot_write(self, error: BaseException) -> None:
+        self.owner._failed(self.fd, self, error, "writing")
 
 
 class LoopInterestList:
@@ -136,7 +154,7 @@ class LoopInterestList:
             if old.file == file:
                 raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST))
             _forget(old)  # its file was closed without stop(): a stale entry
-        watch = _Watch(file)
+        watch = _Watch(self, fd, file)
         self._watches[fd] = watch
         try:
             self._set(fd, watch, interest)
@@ -176,11 +194,7 @@ class LoopInterestList:
         backend = self._backend
         if interest & _IN:
             if watch.reader is None:
-                watch.reader = backend.watch_fd(
-                    fd,
-                    lambda: self._ready(fd, watch, _IN),
-                    lambda exc: self._failed(fd, watch, exc, "reading"),
-                )
+                watch.reader = backend.watch_fd(fd, watch.readable, watch.cannot_read)
             elif watch.reader.resume():
                 watch.recheck = True
         elif watch.reader is not None:
@@ -189,10 +203,7 @@ class LoopInterestList:
         if interest & _OUT:
             if watch.writer is None:
                 watch.writer = backend.watch_fd(
-                    fd,
-                    lambda: self._ready(fd, watch, _OUT),
-                    lambda exc: self._failed(fd, watch, exc, "writing"),
-                    writable=True,
+                    fd, watch.writable, watch.cannot_write, writable=True
                 )
             elif watch.writer.resume():
                 watch.recheck = True

@@ -166,7 +166,7 @@ class _FdWatcher:
     pause may still be queued in this loop pass (True: it was never removed).
     """
 
-    __slots__ = ("_add", "_callback", "_fd", "_paused", "_remove", "_watching")
+    __slots__ = ("_callback", "_fd", "_loop", "_paused", "_watching", "_writable")
 
     def __init__(
         self,
@@ -175,15 +175,18 @@ class _FdWatcher:
         callback: Callable[[], object],
         writable: bool,
     ) -> None:
+        self._loop = loop
         self._fd = fd
         self._callback = callback
-        if writable:
-            self._add, self._remove = loop.add_writer, loop.remove_writer
-        else:
-            self._add, self._remove = loop.add_reader, loop.remove_reader
-        self._add(fd, _as_asyncio, self._ready)
+        self._writable = writable
+        self._add()
         self._watching = True
         self._paused = False
+
+    def _add(self) -> None:
+        loop = self._loop
+        add = loop.add_writer if self._writable else loop.add_reader
+        add(self._fd, _as_asyncio, self._ready)
 
     def _ready(self) -> None:
         if self._paused:
@@ -196,8 +199,10 @@ class _FdWatcher:
             self._watching = False
             # A closed fd is forgotten all the same: the selector drops it even when the
             # kernel refuses, and raises only afterwards.
+            loop = self._loop
+            remove = loop.remove_writer if self._writable else loop.remove_reader
             with contextlib.suppress(OSError, ValueError):
-                self._remove(self._fd)
+                remove(self._fd)
 
     def pause(self) -> None:
         self._paused = True
@@ -206,7 +211,7 @@ class _FdWatcher:
         self._paused = False
         if self._watching:
             return True
-        self._add(self._fd, _as_asyncio, self._ready)
+        self._add()
         self._watching = True
         return False
 

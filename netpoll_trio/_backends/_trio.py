@@ -88,10 +88,11 @@ class _FdWatcher:
     before :meth:`cancel` returns.
     """
 
-    __slots__ = ("_abort", "_paused", "_scope", "_task")
+    __slots__ = ("_abort", "_cancelled", "_paused", "_scope", "_task")
 
     def __init__(self) -> None:
         self._scope = trio.CancelScope()
+        self._cancelled = False  # scope.cancel_called, without its clock lookup
         self._paused = False
         self._task: Any = None
         self._abort: Any = self._aborted
@@ -103,12 +104,11 @@ class _FdWatcher:
         callback: Callable[[], object],
         on_error: Callable[[BaseException], None],
     ) -> None:
-        scope = self._scope
-        with scope:
+        with self._scope:
             # Checked before each wait: wait_readable touches the fd before it looks at
             # cancellation, and the fd may be closed by now. Checked after it: a task
             # woken by readiness may run only after cancel() (or pause()) returned.
-            while not scope.cancel_called:
+            while not self._cancelled:
                 if self._paused:
                     self._task = _current_task()
                     await _wait_task_rescheduled(self._abort)
@@ -116,10 +116,10 @@ class _FdWatcher:
                 try:
                     await wait(fd)
                 except (OSError, trio.BusyResourceError, trio.ClosedResourceError) as exc:
-                    if not scope.cancel_called:
+                    if not self._cancelled:
                         on_error(exc)
                     return
-                if scope.cancel_called or self._paused:
+                if self._cancelled or self._paused:
                     continue
                 if callback() is False:
                     self._paused = True
@@ -141,6 +141,7 @@ class _FdWatcher:
         return False
 
     def cancel(self) -> None:
+        self._cancelled = True
         self._scope.cancel()
 
 

@@ -195,6 +195,7 @@ async def _netpoll_callbacks(conns: list[socket.socket], session: Session, confi
             desc = handle_read(sock)
             poller.start(desc, functools.partial(_on_event, sock))
             descs.append(desc)
+        await _settled()
         session.registered()
         await _serve_phases(session, poller)
         for desc in descs:
@@ -233,7 +234,15 @@ async def _register_shared(conns: list[socket.socket], session: Session, poller:
     start = poller.start
     for sock in conns:
         start(handle_read(sock, data=sock))
+    await _settled()
     session.registered()
+
+
+async def _settled() -> None:
+    """Let what registering started run until it waits (the portable mode's trio
+    watcher tasks start on the next scheduler pass): part of registering, not of the
+    load phases that follow."""
+    await anyio.wait_all_tasks_blocked()
 
 
 async def _netpoll_batch(conns: list[socket.socket], session: Session, config: Config) -> None:
