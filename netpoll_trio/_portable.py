@@ -52,6 +52,7 @@ import logging
 import os
 import select
 import stat
+import sys
 from collections.abc import Callable
 
 from ._backends import Backend, FdWatcherLike
@@ -64,6 +65,7 @@ _ERR = select.EPOLLERR if hasattr(select, "EPOLLERR") else 0x008
 _ONESHOT = 1 << 30  # EPOLLONESHOT, spelled out: select lacks it where epoll does not exist
 
 _poll = getattr(select, "poll", None)
+_WINDOWS = sys.platform == "win32"
 Report = Callable[[int, int], None]
 _logger = logging.getLogger("netpoll_trio")
 
@@ -72,15 +74,27 @@ def _refuse(code: int) -> OSError:
     return OSError(code, os.strerror(code))
 
 
-def _identity(fd: int) -> int:
+#: An fd's identity where the platform does not tell which file it is.
+UNKNOWN = 0
+
+
+def file_identity(fd: int) -> int:
     """The open file behind ``fd`` (device and inode, as one int: no object for the GC to
-    track); raises as epoll_ctl would refuse it."""
+    track), or UNKNOWN; raises as epoll_ctl would refuse it.
+
+    UNKNOWN where the platform does not tell: macOS and the BSDs fill in no inode for a
+    socket, and Windows' sockets are no C-runtime fds at all.
+    """
+    if _WINDOWS:  # pragma: no cover - not a platform the suite runs on
+        return UNKNOWN
     try:
         st = os.fstat(fd)
     except OSError as err:
         raise _refuse(err.errno or errno.EBADF) from None
     if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
         raise _refuse(errno.EPERM)  # epoll's answer; kqueue would call it always ready
+    if not st.st_ino:
+        return UNKNOWN
     return st.st_dev << 64 | st.st_ino
 
 
@@ -106,7 +120,17 @@ class _Watch:
     Its bound methods are the loop's callbacks (fewer objects per fd than closures: at
     10k fds every object counts, in memory and in each full GC pass)."""
 
-    __slots__ = ("armed", "fd", "file", "interest", "owner", "reader", "recheck", "writer")
+    __slots__ = (
+        "armed",
+        "failed",
+        "fd",
+        "file",
+        "interest",
+        "owner",
+        "reader",
+        "recheck",
+        "writer",
+    )
 
     def __init__(self, owner: LoopInterestList, fd: int, file: int) -> None:
         self.owner = owner
@@ -115,6 +139,7 @@ class _Watch:
         self.interest = 0
         self.armed = True
         self.recheck = False  # a report may be stale: check the fd before believing it
+        self.failed = 0  # directions the loop refused to watch: not tried again
         self.reader: FdWatcherLike | None = None
         self.writer: FdWatcherLike | None = None
 
@@ -125,10 +150,10 @@ class _Watch:
         return self.owner._ready(self.fd, self, _OUT)
 
     def cannot_read(self, error: BaseException) -> None:
-        self.owner._failed(self.fd, self, error, "reading")
+        self.owner._failed(self.fd, self, error, _IN)
 
     def cannot_write(self, error: BaseException) -> None:
-        self.owner._failed(self.fd, self, error, "writing")
+        self.owner._failed(self.fd, self, error, _OUT)
 
 
 class LoopInterestList:
@@ -139,21 +164,30 @@ class LoopInterestList:
         report: ``report(fd, mask)``, called on the loop thread for each readiness.
     """
 
-    __slots__ = ("_backend", "_report", "_watches")
+    __slots__ = ("_backend", "_identity", "_report", "_watches")
 
-    def __init__(self, backend: Backend, report: Report) -> None:
+    def __init__(
+        self, backend: Backend, report: Report, identity: Callable[[int], int] = file_identity
+    ) -> None:
         self._backend = backend
         self._report = report
+        self._identity = identity  # replaceable: tests play a platform that cannot tell
         self._watches: dict[int, _Watch] = {}
 
     def register(self, fd: int, interest: int) -> None:
-        """Watch ``fd`` (raises OSError as ``epoll_ctl(ADD)`` would)."""
-        file = _identity(fd)
+        """Watch ``fd`` (raises OSError as ``epoll_ctl(ADD)`` would).
+
+        An fd already watched is the same file registered twice (EEXIST, as epoll says)
+        or a stale entry -- its file closed without unregister(), the number reused --
+        which is replaced. Where the platform cannot tell which (UNKNOWN), it is taken
+        for stale: the poller has refused the same Desc twice already.
+        """
+        file = self._identity(fd)
         old = self._watches.get(fd)
         if old is not None:
-            if old.file == file:
+            if file != UNKNOWN and old.file == file:
                 raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST))
-            _forget(old)  # its file was closed without stop(): a stale entry
+            _forget(old)
         watch = _Watch(self, fd, file)
         self._watches[fd] = watch
         try:
@@ -166,7 +200,7 @@ class LoopInterestList:
     def modify(self, fd: int, interest: int) -> None:
         """Watch ``fd`` for ``interest`` from now on, re-armed (as ``epoll_ctl(MOD)``)."""
         watch = self._watches.get(fd)
-        if watch is None or watch.file != _identity(fd):
+        if watch is None or watch.file != self._identity(fd):
             raise _refuse(errno.ENOENT)  # not registered, or not the file registered
         self._set(fd, watch, interest)
 
@@ -192,7 +226,8 @@ class LoopInterestList:
         watch.interest = interest
         watch.armed = True
         backend = self._backend
-        if interest & _IN:
+        interest_now = interest & ~watch.failed
+        if interest_now & _IN:
             if watch.reader is None:
                 watch.reader = backend.watch_fd(fd, watch.readable, watch.cannot_read)
             elif watch.reader.resume():
@@ -200,7 +235,7 @@ class LoopInterestList:
         elif watch.reader is not None:
             watcher, watch.reader = watch.reader, None
             watcher.cancel()
-        if interest & _OUT:
+        if interest_now & _OUT:
             if watch.writer is None:
                 watch.writer = backend.watch_fd(
                     fd, watch.writable, watch.cannot_write, writable=True
@@ -235,19 +270,27 @@ class LoopInterestList:
         self._report(fd, mask)
         return watch.armed
 
-    def _failed(self, fd: int, watch: _Watch, error: BaseException, direction: str) -> None:
-        """The loop could not watch ``fd`` after all (trio: checked only when its task
-        first waits). The registration gets EPOLLERR once, so that its consumer looks;
-        the fd is watched again when it is next re-armed or modified."""
+    def _failed(self, fd: int, watch: _Watch, error: BaseException, direction: int) -> None:
+        """The loop could not watch ``fd`` after all (trio checks only when its task first
+        waits: an fd epoll refuses, another task already waiting on it). Reported once, as
+        EPOLLERR, so that its consumer looks (and logged); that direction of the fd is not
+        watched again -- retrying would only fail again, in a loop."""
         if self._watches.get(fd) is not watch:
             return
-        if direction == "reading":
+        if direction == _IN:
             watch.reader = None
         else:
             watch.writer = None
+        watch.failed |= direction
         _logger.warning(
-            "netpoll: the event loop could not watch fd %d for %s: %r", fd, direction, error
+            "netpoll: the event loop could not watch fd %d for %s (no more events for it "
+            "that way; stop() it): %r",
+            fd,
+            "reading" if direction == _IN else "writing",
+            error,
         )
+        if watch.interest & _ONESHOT:
+            watch.armed = False
         self._report(fd, _ERR)
 
 

@@ -244,8 +244,7 @@ class LoopSource(BatchSource):
         self._watcher: FdWatcherLike | None = None
 
     def start(self) -> None:
-        # A failing wait for the epoll fd is left to epoll_wait itself to report.
-        self._watcher = self._backend.watch_fd(self.epoll.fileno(), self._ready, self._ready_anyway)
+        self._watcher = self._backend.watch_fd(self.epoll.fileno(), self._ready, self._cannot_watch)
 
     def _ready(self) -> None:
         """The epoll fd is readable: drain it without blocking. Never raises: this runs
@@ -263,8 +262,10 @@ class LoopSource(BatchSource):
         if records:  # None: a temporary error, retried when the fd is next seen readable
             self._deliver(records, collector.wakeups)
 
-    def _ready_anyway(self, error: BaseException) -> None:
-        self._ready()
+    def _cannot_watch(self, error: BaseException) -> None:
+        """The loop cannot wait for the epoll fd (trio: its wait raised): nothing would
+        ever be collected again, so the wait has died, loudly."""
+        self._died(error)
 
     def stop(self) -> OSError | None:
         if self._watcher is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -223,3 +224,67 @@ async def test_trio_refusing_to_watch_an_fd_reports_err_and_keeps_working(
         poller.stop(desc)
         b.send(b"x")  # ends the other waiter
     assert got == [Event.ERR]
+
+
+@pytest.mark.anyio
+async def test_a_platform_that_cannot_tell_files_apart_still_replaces_a_stale_entry(
+    anyio_backend: Any, make_pair: Any
+) -> None:
+    """macOS and the BSDs give a socket no inode (fstat zero-fills it): a reused fd
+    number cannot be told from the same socket, and is taken for a stale entry."""
+    from netpoll_trio._backends import current_backend
+    from netpoll_trio._portable import UNKNOWN, LoopInterestList, file_identity
+
+    def cannot_tell(fd: int) -> int:
+        file_identity(fd)  # still refuses what epoll refuses
+        return UNKNOWN
+
+    reports: list[tuple[int, int]] = []
+    seen = anyio.Event()
+
+    def report(fd: int, mask: int) -> None:
+        reports.append((fd, mask))
+        seen.set()
+
+    interest = LoopInterestList(current_backend(), report, identity=cannot_tell)
+    a, _ = make_pair()
+    fd = a.fileno()
+    interest.register(fd, np.EpollEvent.EPOLLIN)
+    a.close()  # without unregister(): stale
+    c, d = make_pair()
+    assert c.fileno() == fd
+    interest.register(fd, np.EpollEvent.EPOLLIN)  # replaced, not EEXIST
+    d.send(b"x")
+    with anyio.fail_after(10):
+        await seen.wait()
+    assert reports[0] == (fd, np.EpollEvent.EPOLLIN)
+    interest.close()
+
+
+@pytest.mark.anyio
+async def test_an_fd_the_loop_refuses_is_refused_or_reported_once_never_in_a_loop(
+    backend_name: str, make_pair: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """/dev/null: epoll refuses it. asyncio asks its selector at once (start() raises);
+    trio only when its watcher first waits: the stream gets ERR once, and re-arming it
+    does not try again (which would fail again, in a loop)."""
+    fd = os.open(os.devnull, os.O_RDONLY)
+    try:
+        async with Poller(Config(portable=True)) as poller:
+            desc = np.new_desc(fd, READ)
+            with caplog.at_level(logging.WARNING, logger="netpoll_trio"):
+                try:
+                    poller.start(desc)
+                except PermissionError:
+                    assert backend_name == "asyncio"
+                    await round_trip(poller, make_pair())  # and it keeps working
+                    return
+                assert await poller.receive() == (desc, Event.ERR)  # re-armed on taking
+                for _ in range(3):
+                    await round_trip(poller, make_pair())
+                with pytest.raises(anyio.WouldBlock):
+                    poller.receive_nowait()
+            assert caplog.text.count("could not watch fd") == 1
+            poller.stop(desc)
+    finally:
+        os.close(fd)

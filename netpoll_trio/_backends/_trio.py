@@ -25,6 +25,7 @@ _ABORT_SUCCEEDED = trio.lowlevel.Abort.SUCCEEDED
 _wait_readable = trio.lowlevel.wait_readable
 _wait_writable = trio.lowlevel.wait_writable
 _spawn_system_task = trio.lowlevel.spawn_system_task
+_READER, _WRITER = "netpoll-reader", "netpoll-writer"
 
 
 class _Waiter:
@@ -115,7 +116,9 @@ class _FdWatcher:
                     continue
                 try:
                     await wait(fd)
-                except (OSError, trio.BusyResourceError, trio.ClosedResourceError) as exc:
+                except trio.ClosedResourceError:
+                    return  # notify_closing(): its owner is closing the fd; nothing to tell
+                except (OSError, trio.BusyResourceError) as exc:
                     if not self._cancelled:
                         on_error(exc)
                     return
@@ -186,6 +189,6 @@ class Backend:
             wait,
             callback,
             on_error,
-            name=f"netpoll-{'writer' if writable else 'reader'}-{fd}",
+            name=_WRITER if writable else _READER,  # shared: no string per fd
         )
         return watcher

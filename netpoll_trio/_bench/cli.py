@@ -104,7 +104,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "much? Serves the same AF_UNIX socketpairs (their peers live in a separate "
         "load-driver process) with a trio task per connection, netpoll_trio (a worker pool "
         "and callbacks) and a raw select.epoll loop, and prints one short table per "
-        "connection count and a sentence (about 40 s). --full runs every arm "
+        "connection count and a sentence (about a minute). --full runs every arm "
         "(asyncio/uvloop add_reader, watch streams, the threadless mode, ...) and adds the "
         "whole matrix and the developers' targets. --demo is the quick demo."
     )
