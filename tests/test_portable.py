@@ -47,31 +47,24 @@ def test_without_epoll_the_poller_runs_portably_and_only_epoll_refuses() -> None
         import select, socket
         epoll = select.epoll
         del select.epoll
-        import asyncio, trio  # asyncio now picks the poll() selector, as on macOS
+        import anyio, asyncio, trio  # asyncio now picks the poll() selector, as on macOS
         import netpoll_trio as np
+
+        async def serve():
+            a, b = socket.socketpair()
+            got = anyio.Event()
+            async with np.Poller() as poller:
+                assert poller._portable
+                poller.start(np.handle_read(a), lambda ev: got.set())
+                b.send(b"x")
+                await got.wait()
+            a.close(); b.close()
 
         async def on_trio():
             del select.epoll  # trio needs it on Linux: only once its run has its own
-            a, b = socket.socketpair()
-            got = trio.Event()
-            async with np.Poller() as poller:
-                assert poller._portable
-                poller.start(np.handle_read(a), lambda ev: got.set())
-                b.send(b"x")
-                await got.wait()
-            a.close(); b.close()
+            await serve()
 
-        async def serve_asyncio():
-            a, b = socket.socketpair()
-            got = asyncio.Event()
-            async with np.Poller() as poller:
-                assert poller._portable
-                poller.start(np.handle_read(a), lambda ev: got.set())
-                b.send(b"x")
-                await got.wait()
-            a.close(); b.close()
-
-        asyncio.run(serve_asyncio())
+        asyncio.run(serve())
         select.epoll = epoll
         trio.run(on_trio)
         for make in (np.Epoll, lambda: np.Poller(np.Config(portable=False))):
