@@ -69,6 +69,10 @@ async def run_program(program: list[tuple[object, ...]], config: Config) -> None
 
             async def sync() -> None:
                 nonlocal got_probe
+                # Under trio, the portable mode's watcher of a desc just started begins
+                # to wait on the next scheduler pass: were the long-lived probe seen
+                # ready in that same pass, its event could arrive one pass earlier.
+                await anyio.wait_all_tasks_blocked()
                 got_probe = anyio.Event()
                 probe_b.send(b"p")
                 with anyio.fail_after(10):
