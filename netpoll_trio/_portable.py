@@ -217,9 +217,6 @@ class LoopInterestList:
         for watch in watches.values():
             _forget(watch)
 
-    def __len__(self) -> int:
-        return len(self._watches)
-
     # ------------------------------------------------------------------ the loop's side
 
     def _set(self, fd: int, watch: _Watch, interest: int) -> None:

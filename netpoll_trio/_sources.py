@@ -237,14 +237,16 @@ class LoopSource(BatchSource):
 
     def __init__(self, syscalls: Syscalls, backend: Backend, deliver: Deliver, died: Died):
         self.collector = Collector(syscalls)
-        self.epoll = self.interest_list = self.collector.epoll
+        self.interest_list = self.collector.epoll
         self._backend = backend
         self._deliver = deliver
         self._died = died
         self._watcher: FdWatcherLike | None = None
 
     def start(self) -> None:
-        self._watcher = self._backend.watch_fd(self.epoll.fileno(), self._ready, self._cannot_watch)
+        self._watcher = self._backend.watch_fd(
+            self.collector.epoll.fileno(), self._ready, self._cannot_watch
+        )
 
     def _ready(self) -> None:
         """The epoll fd is readable: drain it without blocking. Never raises: this runs
@@ -285,7 +287,7 @@ class PortableSource(BatchSource):
     def __init__(self, syscalls: Syscalls, backend: Backend, deliver: Deliver, died: Died):
         backend.check_watch_fd()
         self._deliver = deliver
-        self._watches = self.interest_list = LoopInterestList(backend, self._report)
+        self.interest_list: LoopInterestList = LoopInterestList(backend, self._report)
         self.reports = 0
 
     @property
@@ -300,5 +302,5 @@ class PortableSource(BatchSource):
         self._deliver([(fd, mask)], self.reports)
 
     def stop(self) -> OSError | None:
-        self._watches.close()
+        self.interest_list.close()
         return None
